@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from attention.base import AttentionBase, check_inputs
+
+
+class SoftmaxAttention(AttentionBase):
+    """Exact softmax attention through ``scaled_dot_product_attention``.
+
+    SDPA picks the fused kernel available on the device (flash / memory-efficient on CUDA); the
+    key-padding mask is passed as a boolean ``attn_mask`` so padded keys get zero weight.
+    """
+
+    def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, dropout: float = 0.0):
+        super().__init__(num_heads, head_dim, max_len)
+        self.dropout = dropout
+
+    def forward(self, q, k, v, key_padding_mask: torch.Tensor | None = None):
+        check_inputs(q, k, v, key_padding_mask)
+        attn_mask = None
+        if key_padding_mask is not None:
+            attn_mask = key_padding_mask[:, None, None, :]  # broadcast over heads and queries
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
