@@ -1,0 +1,169 @@
+"""ListOps expressions with the LRA recipe, written in the release's TSV format.
+
+A node is a value leaf with probability 0.75 (forced at ``max_depth``), otherwise one of MIN, MAX,
+MED, SM applied to ``randint(2, max_args)`` children. Trees are kept when
+``min_length < tokens < max_length``, deduplicated, and split train / val / test.
+
+Determinism: work is cut into chunks of attempts, each seeded from (seed, chunk index) and merged in
+chunk order, so the output depends on the seed only, not on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import random
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from data.cache import AtomicDirectory
+
+OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
+END = "]"
+LEAF_PROBABILITY = 0.75
+SPLIT_FILES = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "basic_test.tsv"}
+
+
+@dataclass(frozen=True)
+class ListOpsSpec:
+    num_train: int = 96_000
+    num_val: int = 2_000
+    num_test: int = 2_000
+    max_depth: int = 10
+    max_args: int = 10
+    min_length: int = 500
+    max_length: int = 2000
+    seed: int = 0
+    chunk_attempts: int = 2_000
+
+    @property
+    def total(self) -> int:
+        return self.num_train + self.num_val + self.num_test
+
+
+def apply_operator(op: str, args: list[int]) -> int:
+    if op == "[MIN":
+        return min(args)
+    if op == "[MAX":
+        return max(args)
+    if op == "[MED":
+        return int(statistics.median(args))  # integer median, truncated as in LRA
+    if op == "[SM":
+        return sum(args) % 10
+    raise ValueError(f"unknown ListOps operator {op!r}")
+
+
+def grow(rng: random.Random, depth: int, spec: ListOpsSpec) -> tuple[str, int, int]:
+    """Grow one subtree; returns (release-format string, value, token count)."""
+    if depth >= spec.max_depth or rng.random() < LEAF_PROBABILITY:
+        value = rng.randint(0, 9)
+        return str(value), value, 1
+    num_args = rng.randint(2, spec.max_args)
+    children = [grow(rng, depth + 1, spec) for _ in range(num_args)]
+    op = rng.choice(OPERATORS)
+    # The release wraps each (partial expression, next item) pair in parentheses.
+    text = op
+    for child_text, _, _ in children:
+        text = f"( {text} {child_text} )"
+    text = f"( {text} {END} )"
+    value = apply_operator(op, [v for _, v, _ in children])
+    return text, value, 2 + sum(n for _, _, n in children)
+
+
+def _chunk(args: tuple[ListOpsSpec, int]) -> list[tuple[str, int]]:
+    spec, index = args
+    rng = random.Random(spec.seed * 1_000_003 + index)
+    kept = []
+    for _ in range(spec.chunk_attempts):
+        text, value, n = grow(rng, 1, spec)
+        if spec.min_length < n < spec.max_length:
+            kept.append((text, value))
+    return kept
+
+
+def generate_examples(
+    spec: ListOpsSpec, workers: int | None = None, progress: bool = True
+) -> list[tuple[str, int]]:
+    """Unique (expression, answer) pairs, ``spec.total`` of them, in a seed-determined order."""
+    workers = workers if workers is not None else mp.cpu_count()
+    seen: set[str] = set()
+    out: list[tuple[str, int]] = []
+    bar = tqdm(total=spec.total, desc="generating ListOps", unit="ex", disable=not progress)
+
+    def consume(kept):
+        for text, value in kept:
+            if text not in seen and len(out) < spec.total:
+                seen.add(text)
+                out.append((text, value))
+                bar.update(1)
+
+    index = 0
+    try:
+        if workers <= 1:
+            while len(out) < spec.total:
+                consume(_chunk((spec, index)))
+                index += 1
+        else:
+            with mp.get_context("fork").Pool(workers) as pool:
+                while len(out) < spec.total:
+                    batch = [(spec, index + i) for i in range(workers * 4)]
+                    index += len(batch)
+                    for kept in pool.imap(_chunk, batch):  # ordered: determinism
+                        consume(kept)
+    finally:
+        bar.close()
+    return out
+
+
+def write_tsv(path: Path, examples: list[tuple[str, int]]) -> None:
+    with open(path, "w", newline="\n") as f:
+        f.write("Source\tTarget\n")
+        for text, value in examples:
+            f.write(f"{text}\t{value}\n")
+
+
+def generate_listops(
+    out_dir: Path, spec: ListOpsSpec, workers: int | None = None, progress: bool = True
+) -> Path:
+    """Write basic_{train,val,test}.tsv and generation.json to ``out_dir`` (atomically)."""
+    examples = generate_examples(spec, workers=workers, progress=progress)
+    if len(examples) < spec.total:  # pragma: no cover - generate_examples loops until full
+        raise RuntimeError("ListOps generation ended early")
+    bounds = {
+        "train": (0, spec.num_train),
+        "val": (spec.num_train, spec.num_train + spec.num_val),
+        "test": (spec.num_train + spec.num_val, spec.total),
+    }
+    with AtomicDirectory(Path(out_dir)) as tmp:
+        for split, (a, b) in bounds.items():
+            write_tsv(tmp / SPLIT_FILES[split], examples[a:b])
+        (tmp / "generation.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+    return Path(out_dir)
+
+
+def read_spec(out_dir: Path) -> ListOpsSpec | None:
+    meta = Path(out_dir) / "generation.json"
+    if not meta.exists():
+        return None
+    return ListOpsSpec(**json.loads(meta.read_text()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Generate ListOps in the LRA release's TSV format.")
+    p.add_argument("out_dir", type=Path)
+    for field, default in asdict(ListOpsSpec()).items():
+        p.add_argument(f"--{field.replace('_', '-')}", type=int, default=default)
+    p.add_argument("--workers", type=int, default=None)
+    args = vars(p.parse_args(argv))
+    out_dir, workers = args.pop("out_dir"), args.pop("workers")
+    generate_listops(out_dir, ListOpsSpec(**args), workers=workers)
+    print(f"wrote {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The pipeline: LightningModule, run orchestration, callbacks, results, comparison and benchmarks."""

@@ -1,0 +1,5 @@
+from lra.callbacks.attention_diagnostics import AttentionDiagnostics
+from lra.callbacks.memory import PeakMemory
+from lra.callbacks.throughput import Throughput
+
+__all__ = ["AttentionDiagnostics", "PeakMemory", "Throughput"]

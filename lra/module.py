@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lra.schedule import warmup_linear_decay
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; raised so that no later checkpoint overwrites a good one."""
+
+
+class LRAModule(LightningModule):
+    """Classification on any LRA task: cross-entropy, AdamW, warmup + linear decay, epoch-level
+    accuracy per split (torchmetrics accumulates over the whole split, then computes once)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        warmup_steps: int = 0,
+        total_steps: int | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**{k: v for k, v in batch.items() if k != "label"})
+
+    def training_step(self, batch, batch_idx):
+        logits = self(batch)
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {loss.item()} at step {self.global_step}; the run was stopped and "
+                "the checkpoints already written are kept. Try a lower optim.lr, more optim.warmup_steps, "
+                "or trainer.precision=32-true."
+            )
+        self.train_acc(logits, batch["label"])
+        bs = batch["label"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=bs)
+        sched = self.lr_schedulers()
+        if sched is not None:
+            self.log("trainer/lr", sched.get_last_lr()[0], batch_size=bs)
+        return loss
+
+    def _eval_step(self, batch, split: str, metric: MulticlassAccuracy):
+        logits = self(batch)
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        metric.update(logits, batch["label"])
+        bs = batch["label"].shape[0]
+        self.log(f"{split}/loss", loss, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log(f"{split}/acc", metric, on_epoch=True, prog_bar=split == "val", batch_size=bs)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test", self.test_acc)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay
+        )
+        total = hp.total_steps or self.trainer.max_steps
+        if total is None or total <= 0 or math.isinf(total):
+            total = self.trainer.estimated_stepping_batches
+        sched = warmup_linear_decay(opt, hp.warmup_steps, int(total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,160 @@
+"""One run: compose the pieces named by the config, train, test at the best checkpoint, record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from lra import results
+from lra.callbacks import AttentionDiagnostics, PeakMemory, Throughput
+from lra.loggers import build_loggers, describe_run, log_summary
+from lra.module import LRAModule
+from lra.provenance import git_commit, package_versions
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the fix."""
+
+
+def build_attention(cfg_attention: DictConfig) -> partial:
+    """The attention partial: every key but ``name`` is a knob of the variant."""
+    knobs = {k: v for k, v in cfg_attention.items() if k != "name"}
+    return instantiate(OmegaConf.create(knobs), _partial_=True)
+
+
+def build_model(cfg: DictConfig):
+    return instantiate(cfg.model, attention=build_attention(cfg.attention))
+
+
+def check_compatible(cfg: DictConfig, datamodule) -> None:
+    vocab = getattr(datamodule, "vocab_size", None)
+    if vocab is not None and cfg.model.get("embedding", "token") == "token" and cfg.model.vocab_size < vocab:
+        raise ConfigError(
+            f"model.vocab_size={cfg.model.vocab_size} is smaller than the data's vocabulary "
+            f"({vocab} tokens); set model.vocab_size={vocab}"
+        )
+    classes = getattr(datamodule, "num_classes", None)
+    if classes is not None and cfg.model.num_classes != classes:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the task has {classes} classes")
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, loggers, callbacks) -> pl.Trainer:
+    return instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
+    )
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run one experiment in ``run_dir`` and return its results record (also written there)."""
+    run_dir = Path(run_dir)
+    started = time.time()
+    record = {
+        "schema_version": results.SCHEMA_VERSION,
+        "status": "failed",
+        "error": None,
+        "task": str(cfg.task.name),
+        "attention": str(cfg.attention.name),
+        "seed": int(cfg.seed),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "best_val_acc": None,
+        "test_acc": None,
+        "best_checkpoint": None,
+        "global_step": 0,
+        "train_steps_per_s": None,
+        "train_tokens_per_s": None,
+        "eval_tokens_per_s": None,
+        "peak_memory_bytes": None,
+        "peak_memory_kind": None,
+        "params_total": 0,
+        "wall_time_s": 0.0,
+        "started_at": _iso(started),
+        "finished_at": _iso(started),
+        "resumed_from": str(cfg.ckpt_path) if cfg.get("ckpt_path") else None,
+        "run_dir": str(run_dir),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+    }
+    trainer = None
+    try:
+        if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} does not exist; point it at <run dir>/checkpoints/last.ckpt"
+            )
+        pl.seed_everything(cfg.seed, workers=True)
+        datamodule = instantiate(cfg.data)
+        check_compatible(cfg, datamodule)
+        model = build_model(cfg)
+        module = LRAModule(
+            model, num_classes=cfg.model.num_classes, **OmegaConf.to_container(cfg.optim, resolve=True)
+        )
+        record["params_total"] = sum(p.numel() for p in model.parameters())
+
+        checkpoint = ModelCheckpoint(
+            dirpath=str(run_dir / "checkpoints"),
+            filename="best-step{step}",
+            monitor="val/acc",
+            mode="max",
+            save_last=True,
+            auto_insert_metric_name=False,
+        )
+        throughput, memory = Throughput(warmup_steps=cfg.get("speed_warmup_steps", 5)), PeakMemory()
+        loggers = build_loggers(cfg.get("logger"), run_dir)
+        trainer = build_trainer(
+            cfg, run_dir, loggers, [checkpoint, throughput, memory, AttentionDiagnostics()]
+        )
+        describe_run(loggers, cfg)
+        log_summary(loggers, {"params/total": record["params_total"]}, step=0)
+
+        if cfg.get("train", True):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        record["global_step"] = int(trainer.global_step)
+        best = checkpoint.best_model_path or None
+        record["best_checkpoint"] = best
+        if checkpoint.best_model_score is not None:
+            record["best_val_acc"] = float(checkpoint.best_model_score)
+        if cfg.get("test", True):
+            if best is None:
+                log.warning("no validation ran, so there is no best checkpoint: testing the final weights")
+            tested = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=True)
+            record["test_acc"] = float(tested[0]["test/acc"]) if tested else None
+        record.update(throughput.summary())
+        record["peak_memory_bytes"], record["peak_memory_kind"] = memory.peak_bytes, memory.kind
+        log_summary(
+            loggers,
+            {
+                "speed/train_steps_per_s": record["train_steps_per_s"],
+                "speed/train_tokens_per_s": record["train_tokens_per_s"],
+                "speed/eval_tokens_per_s": record["eval_tokens_per_s"],
+                "memory/peak_bytes": record["peak_memory_bytes"],
+            },
+            step=record["global_step"],
+        )
+        record["status"] = "completed"
+    except BaseException as exc:
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        if trainer is not None:
+            record["global_step"] = int(trainer.global_step)
+        record["finished_at"] = _iso(time.time())
+        record["wall_time_s"] = time.time() - started
+        if trainer is None or trainer.is_global_zero:
+            results.write(run_dir, record)
+        if trainer is not None:
+            for lg in trainer.loggers:
+                lg.finalize(record["status"] == "completed" and "success" or "failed")
+    return record
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds")
