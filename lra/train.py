@@ -99,24 +99,34 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         )
         record["params_total"] = sum(p.numel() for p in model.parameters())
 
+        ckpt_dir = run_dir / "checkpoints"
         checkpoint = ModelCheckpoint(
-            dirpath=str(run_dir / "checkpoints"),
+            dirpath=str(ckpt_dir),
             filename="best-step{step}",
             monitor="val/acc",
             mode="max",
-            save_last=True,
             auto_insert_metric_name=False,
+        )
+        # A rolling last.ckpt on its own schedule: the best-checkpoint callback only refreshes "last"
+        # when validation improves, which is useless for resuming a killed run.
+        last = ModelCheckpoint(
+            dirpath=str(ckpt_dir),
+            filename="last",
+            save_top_k=1,
+            enable_version_counter=False,
+            every_n_train_steps=int(cfg.get("checkpoint_every_n_steps") or 500),
         )
         throughput, memory = Throughput(warmup_steps=cfg.get("speed_warmup_steps", 5)), PeakMemory()
         loggers = build_loggers(cfg.get("logger"), run_dir)
         trainer = build_trainer(
-            cfg, run_dir, loggers, [checkpoint, throughput, memory, AttentionDiagnostics()]
+            cfg, run_dir, loggers, [checkpoint, last, throughput, memory, AttentionDiagnostics()]
         )
         describe_run(loggers, cfg)
         log_summary(loggers, {"params/total": record["params_total"]}, step=0)
 
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the final state, whatever the schedule
         record["global_step"] = int(trainer.global_step)
         best = checkpoint.best_model_path or None
         record["best_checkpoint"] = best

@@ -64,7 +64,11 @@ class LRATransformer(nn.Module):
         mask2: torch.Tensor | None = None,
     ) -> torch.Tensor:
         u = self.encode(input_ids, mask)
-        v = self.encode(input_ids2, mask2) if self.two_towers else None
+        v = None
+        if self.two_towers:
+            if input_ids2 is None:
+                raise ValueError("a two-tower model needs both documents (input_ids2 / mask2)")
+            v = self.encode(input_ids2, mask2)  # the same weights encode both documents
         return self.head(u, v)
 
     def named_attention(self) -> Iterator[tuple[str, nn.Module]]:
