@@ -13,6 +13,8 @@ This package depends on torch only.
 """
 
 from attention.base import AttentionBase
+from attention.nystrom import NystromAttention
 from attention.softmax import SoftmaxAttention
+from attention.spectral_shift import SpectralShiftAttention
 
-__all__ = ["AttentionBase", "SoftmaxAttention"]
+__all__ = ["AttentionBase", "NystromAttention", "SoftmaxAttention", "SpectralShiftAttention"]

@@ -1,0 +1,140 @@
+"""Estimators of the spectral shift ``delta`` (one scalar per batch item and head).
+
+SS-Nyström's shift is the mean of the eigenvalues a rank-k factorisation leaves out:
+``delta = (tr S - sum_{i<=k} sigma_i) / (n - k)``. Both terms are estimated without forming S.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from attention._landmarks import NystromFactors, masked_value
+
+NORMALISERS = ("free", "sampled")
+
+
+def free_log_normaliser(f: NystromFactors, s_diag: torch.Tensor) -> torch.Tensor:
+    """``log Z_i ~ logaddexp(s_ii, logsumexp_j(q_i . k~_j + log count_j))``: each segment's keys are
+    represented by their mean key, counted once per real token. Jensen's inequality makes it
+    underestimate the off-diagonal mass, so the diagonal weight it gives is biased upward on peaked rows.
+
+    Computed from ``F`` without another pass of exponentials: for ``j* = argmax_j F_ij``,
+    ``logsumexp_j(q_i . k~_j) = q_i . k~_j* - log F_ij*`` (stable, as ``F_ij* >= 1/m``), and
+    ``sum_j count_j exp(q_i . k~_j) = exp(logsumexp) * (F counts)_i``.
+    """
+    top, j_star = f.f.max(dim=-1)  # (b, h, n)
+    bsz, h, n = top.shape
+    d = f.q.shape[-1]
+    k_star = f.k_land.gather(2, j_star[..., None].expand(bsz, h, n, d))
+    log_sum = (f.q * k_star).sum(dim=-1) - top.clamp_min(torch.finfo(top.dtype).tiny).log()
+    if bool(f.mask.all()):  # every segment holds l real tokens
+        off = log_sum + math.log(f.segment)
+    else:
+        weighted = f.f @ f.counts.to(f.f.dtype)[:, None, :, None]  # (b, h, n, 1)
+        off = log_sum + weighted.squeeze(-1).clamp_min(1.0).log()
+    return torch.logaddexp(s_diag, off)
+
+
+def sampled_log_normaliser(f: NystromFactors, s_diag: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """``log Z_i ~ logaddexp(s_ii, log((n_valid - 1) / r_i) + logsumexp_{t in R, t != i} q_i . k_t)``.
+
+    ``R``: ``r`` real keys drawn uniformly without replacement, shared by all queries and heads of a
+    sequence (one (n x r) product, O(n r d)); ``r_i`` excludes ``i`` itself, so the off-diagonal mass is
+    estimated without bias. With ``r >= n_valid`` it is exact.
+    """
+    mask = f.mask
+    bsz, n = mask.shape
+    r = min(num_samples, n)
+    # Uniform scores, padded positions last: the r smallest are a uniform sample of the real tokens.
+    scores = torch.rand(bsz, n, device=mask.device).masked_fill(~mask, 2.0)
+    idx = scores.topk(r, dim=-1, largest=False).indices  # (b, r)
+    sample_real = mask.gather(1, idx)  # False only when n_valid < r
+    h, d = f.k.shape[1], f.k.shape[-1]
+    keys = f.k.gather(2, idx[:, None, :, None].expand(bsz, h, r, d))
+    logits = f.q @ keys.transpose(-1, -2)  # (b, h, n, r)
+    neg = masked_value(logits.dtype)
+    # Drop each query's own key (at most r entries per sequence) and padded samples.
+    sample_col = torch.arange(r, device=mask.device).expand(bsz, r)
+    own = torch.zeros(bsz, n, r, dtype=torch.bool, device=mask.device)
+    own[torch.arange(bsz, device=mask.device)[:, None], idx, sample_col] = sample_real
+    logits = logits.masked_fill(own[:, None] | ~sample_real[:, None, None, :], neg)
+    used = (sample_real.sum(dim=-1, keepdim=True) - own.any(dim=-1).to(torch.long)).clamp_min(1)  # r_i
+    n_other = (mask.sum(dim=-1, keepdim=True) - 1).clamp_min(1)  # n_valid - 1
+    off = logits.logsumexp(dim=-1) + (n_other / used).to(logits.dtype).log()[:, None, :]
+    return torch.logaddexp(s_diag, off)
+
+
+def trace_estimate(f: NystromFactors, normaliser: str, num_samples: int) -> torch.Tensor:
+    """``tr S ~ sum over real rows of exp(s_ii - log Z_i)``, shape (b, h)."""
+    s_diag = (f.q * f.k).sum(dim=-1)  # (b, h, n)
+    if normaliser == "free":
+        log_z = free_log_normaliser(f, s_diag)
+    elif normaliser == "sampled":
+        log_z = sampled_log_normaliser(f, s_diag, num_samples)
+    else:
+        raise ValueError(f"attention.normaliser must be one of {'|'.join(NORMALISERS)}; got {normaliser!r}")
+    diag = (s_diag - log_z).exp() * f.mask[:, None, :].to(s_diag.dtype)
+    return diag.sum(dim=-1)
+
+
+def top_singular_values(f: NystromFactors, pinv_a: torch.Tensor, rank: int) -> torch.Tensor:
+    """Sum of the top-``rank`` singular values of the Nyström approximant ``F pinv(A) B``, shape (b, h).
+
+    With ``F = Q_F R_F`` and ``B^T = Q_B R_B``: ``F P B = Q_F (R_F P R_B^T) Q_B^T``, so the singular
+    values are those of the m x m core ``R_F P R_B^T``. ``R`` is taken as the Cholesky factor of the
+    Gram matrix (``R_F^T R_F = F^T F``), which is the QR's R up to signs and costs two batched GEMMs
+    instead of two Householder QRs. A tiny relative jitter keeps Cholesky defined when F or B is rank
+    deficient; it moves only singular values far below the top ones.
+    """
+    if rank == 0:
+        return f.f.new_zeros(f.f.shape[:2])
+    gram_f = f.f.transpose(-1, -2) @ f.f  # padded query rows of F are zero
+
+    gram_b = f.b @ f.b.transpose(-1, -2)
+    l_f = _jittered_cholesky(gram_f)
+    l_b = _jittered_cholesky(gram_b)
+    core = l_f.transpose(-1, -2) @ pinv_a @ l_b
+    return torch.linalg.svdvals(core)[..., :rank].sum(dim=-1)
+
+
+def _jittered_cholesky(gram: torch.Tensor) -> torch.Tensor:
+    m = gram.shape[-1]
+    eps = torch.finfo(gram.dtype).eps
+    mean_diag = gram.diagonal(dim1=-2, dim2=-1).mean(dim=-1).clamp_min(torch.finfo(gram.dtype).tiny)
+    jitter = (m * eps) * mean_diag
+    eye = torch.eye(m, dtype=gram.dtype, device=gram.device)
+    factor, info = torch.linalg.cholesky_ex(gram + jitter[..., None, None] * eye)
+    if bool((info > 0).any()):  # rare: retry the failed matrices with a much larger jitter
+        factor, _ = torch.linalg.cholesky_ex(gram + (math.sqrt(eps) * mean_diag)[..., None, None] * eye)
+    return factor
+
+
+def tail_mean(
+    trace: torch.Tensor, top: torch.Tensor, count: torch.Tensor, rank: int, delta_max: float
+) -> torch.Tensor:
+    """``clip((trace - top) / (count - rank), 0, delta_max)``; ``count`` is per batch item (b,)."""
+    tail = (count.to(trace.dtype) - rank).clamp_min(1)[:, None]
+    return ((trace - top) / tail).clamp(0.0, delta_max)
+
+
+def trace_delta(
+    f: NystromFactors, pinv_a: torch.Tensor, rank: int, delta_max: float, normaliser: str, num_samples: int
+) -> torch.Tensor:
+    trace = trace_estimate(f, normaliser, num_samples)
+    top = top_singular_values(f, pinv_a, rank)
+    return tail_mean(trace, top, f.mask.sum(dim=-1), rank, delta_max)
+
+
+def landmark_delta(f: NystromFactors, rank: int, delta_max: float) -> torch.Tensor:
+    """The same tail mean on the m x m landmark matrix ``A`` (eigenvalues of its symmetric part).
+
+    Segment means blur exactly the diagonal mass the shift should capture, so this gives delta ~ 0:
+    an ablation, not a default. Empty landmarks are zero rows/columns of ``A`` and add nothing.
+    """
+    sym = 0.5 * (f.a + f.a.transpose(-1, -2))
+    eig = torch.linalg.eigvalsh(sym).flip(-1)  # descending
+    trace = f.a.diagonal(dim1=-2, dim2=-1).sum(dim=-1)
+    top = eig[..., :rank].sum(dim=-1)
+    return tail_mean(trace, top, f.valid.sum(dim=-1), rank, delta_max)

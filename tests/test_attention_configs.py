@@ -1,0 +1,30 @@
+"""The attention config files instantiate their classes, and every knob they set is a real knob."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from attention import NystromAttention, SpectralShiftAttention
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "attention"
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"), [("nystrom", NystromAttention), ("spectral_shift", SpectralShiftAttention)]
+)
+def test_config_instantiates_with_class_defaults(name, cls):
+    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    assert cfg.name == name and cfg._partial_ is True
+    knobs = {k: v for k, v in cfg.items() if k not in ("_target_", "_partial_", "name")}
+    params = inspect.signature(cls).parameters
+    for key, value in knobs.items():
+        assert key in params, f"{name}.yaml sets unknown knob {key}"
+        assert params[key].default == value, f"{name}.yaml {key}={value} differs from the class default"
+    del cfg["name"]  # the harness strips it before instantiating
+    module = instantiate(cfg)(num_heads=2, head_dim=8, max_len=128)
+    assert isinstance(module, cls)

@@ -1,0 +1,249 @@
+"""Spectral-shift attention: the spec's required properties, checked against exact float64 computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from attention._delta import top_singular_values, trace_estimate
+from attention._landmarks import landmark_system, nystrom_factors
+from attention._pinv import newton_schulz_pinv
+from attention.nystrom import NystromAttention
+from attention.spectral_shift import ESTIMATORS, FORMS, SpectralShiftAttention
+
+ESTIMATOR_KNOBS = [
+    {"delta": "trace", "normaliser": "free"},
+    {"delta": "trace", "normaliser": "sampled", "num_samples": 16},
+    {"delta": "landmark"},
+    {"delta": "learned"},
+    {"delta": "fixed", "fixed_delta": 0.3},
+]
+
+
+def qkv(b=2, h=2, n=50, d=8, dtype=torch.float64, seed=0, requires_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, h, n, d, generator=g, dtype=dtype, requires_grad=requires_grad) for _ in range(3)]
+
+
+def self_attending(b=2, h=2, n=256, d=32, temperature=0.5, dtype=torch.float64, seed=0):
+    """k = q: the diagonal logit |q|^2 / sqrt(d) ~ sqrt(d) / temperature dominates every row."""
+    q, _, v = qkv(b, h, n, d, dtype, seed)
+    return q / temperature, q.clone(), v
+
+
+def exact(q, k, v, mask=None):
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask[:, None, None, :], float("-inf"))
+    return s.softmax(-1) @ v
+
+
+def dense_softmax(q, k):
+    return (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-1)
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def lengths_mask(n, lengths):
+    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_zero_shift_reproduces_nystrom(form):
+    q, k, v = qkv(n=61)
+    mask = lengths_mask(61, [61, 40])
+    ss = SpectralShiftAttention(
+        2, 8, num_landmarks=8, conv_kernel=0, form=form, delta="fixed", fixed_delta=0.0
+    )
+    nys = NystromAttention(2, 8, num_landmarks=8, conv_kernel=0)
+    real = mask[:, None, :, None].expand(2, 2, 61, 8)
+    torch.testing.assert_close(ss(q, k, v, mask)[real], nys(q, k, v, mask)[real], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_m_at_least_n_is_exact_and_reports_zero_shift(form):
+    q, k, v = qkv(n=30)
+    mask = lengths_mask(30, [30, 12])
+    ss = SpectralShiftAttention(2, 8, num_landmarks=32, conv_kernel=0, form=form)
+    out, ref = ss(q, k, v, mask), exact(q, k, v, mask)
+    torch.testing.assert_close(out[0], ref[0])
+    torch.testing.assert_close(out[1, :, :12], ref[1, :, :12])
+    torch.testing.assert_close(ss.diagnostics["delta"], torch.zeros(2))
+
+
+@pytest.mark.parametrize("form", ["sketch", "projection"])
+@pytest.mark.parametrize("knobs", [{"delta": "fixed", "fixed_delta": 0.4}, {"delta": "trace"}])
+def test_sketch_and_projection_are_exact_at_m_equal_n_with_exact_pinv(form, knobs):
+    # The module falls back to softmax at m >= n, so evaluate the combination step itself at m = n.
+    q, k, v = qkv(n=24)
+    q, k = 0.5 * q, 0.5 * k  # moderate temperature: S is comfortably invertible
+    ss = SpectralShiftAttention(
+        2, 8, num_landmarks=24, conv_kernel=0, form=form, pinv="exact", rank=4, **knobs
+    )
+    out = ss.combine(nystrom_factors(q, k, v, None, 24))
+    if knobs["delta"] == "fixed":
+        torch.testing.assert_close(ss.diagnostics["delta"], torch.full((2,), 0.4))
+    torch.testing.assert_close(out, exact(q, k, v), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("knobs", ESTIMATOR_KNOBS, ids=lambda k: "-".join(str(x) for x in k.values()))
+def test_padded_positions_do_not_change_real_outputs(form, knobs):
+    q, k, v = qkv(n=45)
+    mask = lengths_mask(45, [45, 26])
+    ss = SpectralShiftAttention(2, 8, num_landmarks=6, form=form, rank=2, **knobs)
+    torch.manual_seed(3)
+    out = ss(q, k, v, mask)
+    pad = ~mask[:, None, :, None]
+    q2, k2, v2 = (torch.where(pad, torch.randn_like(t) * 1e3, t) for t in (q, k, v))
+    torch.manual_seed(3)  # the sampled normaliser draws the same real keys
+    out2 = ss(q2, k2, v2, mask)
+    real = mask[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out2[real], out[real], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("knobs", ESTIMATOR_KNOBS, ids=lambda k: "-".join(str(x) for x in k.values()))
+@pytest.mark.parametrize("regime", ["peaked", "flat"])
+@pytest.mark.parametrize("detach", [True, False])
+def test_gradients_are_finite(form, knobs, regime, detach):
+    if regime == "peaked":
+        q, k, v = self_attending(n=96, d=16, temperature=0.3, dtype=torch.float32)
+    else:
+        q, k, v = (0.01 * t for t in qkv(n=96, d=16, dtype=torch.float32))  # near-uniform rows
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    mask = lengths_mask(96, [96, 77])
+    ss = SpectralShiftAttention(2, 16, num_landmarks=16, form=form, detach_delta=detach, **knobs)
+    ss(q, k, v, mask).square().sum().backward()
+    for t in (q, k, v):
+        assert torch.isfinite(t.grad).all()
+    for p in ss.parameters():
+        assert torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_bf16_autocast_gradients_are_finite(form):
+    q, k, v = (t.float().detach().requires_grad_() for t in self_attending(n=128, d=16))
+    ss = SpectralShiftAttention(2, 16, num_landmarks=16, form=form)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ss(q.bfloat16(), k.bfloat16(), v.bfloat16(), lengths_mask(128, [128, 100]))
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    for t in (q, k, v, ss.skip.weight):
+        assert torch.isfinite(t.grad).all()
+    assert ss.diagnostics["delta"].dtype == torch.float32
+
+
+def test_beats_nystrom_on_self_attending_and_matches_it_elsewhere():
+    n, d, m = 512, 64, 32
+    nys = NystromAttention(2, d, num_landmarks=m, conv_kernel=0)
+    ss = SpectralShiftAttention(2, d, num_landmarks=m, conv_kernel=0)  # the configured defaults
+    q, k, v = self_attending(n=n, d=d, temperature=0.5)
+    ref = exact(q, k, v)
+    assert rel_err(ss(q, k, v), ref) < 0.25 * rel_err(nys(q, k, v), ref)
+    q, k, v = qkv(n=n, d=d, seed=1)
+    smooth = torch.nn.functional.avg_pool1d  # locally smooth q, k: moving averages of noise
+    qs, ks = (
+        smooth(t.flatten(0, 1).transpose(1, 2), 33, 1, 16).transpose(1, 2).reshape(q.shape) * 4
+        for t in (q, k)
+    )
+    for q_, k_ in [(q, k), (0.5 * q, k), (qs, ks)]:
+        ref = exact(q_, k_, v)
+        assert rel_err(ss(q_, k_, v), ref) <= 1.02 * rel_err(nys(q_, k_, v), ref)
+
+
+def test_trace_estimate_with_all_keys_sampled_is_exact():
+    q, k, v = self_attending(n=60, d=8, temperature=1.0)
+    mask = lengths_mask(60, [60, 37])
+    f = nystrom_factors(q, k, v, mask, 6)
+    est = trace_estimate(f, "sampled", num_samples=1000)
+    truth = torch.stack([dense_softmax(q[0], k[0]).diagonal(dim1=-2, dim2=-1).sum(-1)])
+    s1 = dense_softmax(q[1, :, :37], k[1, :, :37]).diagonal(dim1=-2, dim2=-1).sum(-1)
+    torch.testing.assert_close(est, torch.cat([truth, s1[None]]))
+    # The free normaliser is biased upward but lands in the right range on these peaked rows.
+    free = trace_estimate(f, "free", 0)
+    assert ((free - est).abs() / est < 0.5).all()
+
+
+def test_top_singular_values_match_the_dense_approximant():
+    q, k, v = qkv(n=70)
+    mask = lengths_mask(70, [70, 44])
+    f = nystrom_factors(q, k, v, mask, 8)
+    p = newton_schulz_pinv(landmark_system(f.a, f.valid), 6)
+    dense = f.f @ p @ f.b  # (b, h, N, N): small enough here
+    truth = torch.linalg.svdvals(dense)[..., :5].sum(-1)
+    torch.testing.assert_close(top_singular_values(f, p, 5), truth, rtol=1e-6, atol=1e-8)
+
+
+def test_delta_diagnostic_is_per_head_batch_mean():
+    q, k, v = self_attending(n=128, d=16, temperature=0.5)
+    q = torch.cat([q[:1], 0.1 * q[1:]])  # the second item is far less self-attending
+    ss = SpectralShiftAttention(2, 16, num_landmarks=16, conv_kernel=0)
+    ss(q, k, v)
+    delta = ss.diagnostics["delta"]
+    assert delta.shape == (2,) and not delta.requires_grad
+    assert ((delta >= 0) & (delta <= ss.delta_max)).all() and delta.min() > 0.2
+    f = nystrom_factors(q, k, v, None, 16)
+    per_item = ss.estimate_delta(f, None)
+    torch.testing.assert_close(delta, per_item.float().mean(0))
+
+    learned = SpectralShiftAttention(2, 16, num_landmarks=16, delta="learned", delta_max=0.8)
+    with torch.no_grad():
+        learned.delta_logit.copy_(torch.tensor([0.0, 2.0]))
+    learned(q.float(), k.float(), v.float())
+    torch.testing.assert_close(learned.diagnostics["delta"], 0.8 * torch.sigmoid(torch.tensor([0.0, 2.0])))
+
+
+def test_detached_delta_acts_as_a_constant():
+    q, k, v = (t[:1, :1].detach().requires_grad_() for t in self_attending(n=96, d=16))
+    ss = SpectralShiftAttention(1, 16, num_landmarks=12, conv_kernel=0)
+    out = ss(q, k, v)
+    out.square().sum().backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    fixed = SpectralShiftAttention(1, 16, num_landmarks=12, conv_kernel=0, delta="fixed")
+    fixed.fixed_delta = float(ss.estimate_delta(nystrom_factors(q, k, v, None, 12), None))
+    for t in (q, k, v):
+        t.grad = None
+    out2 = fixed(q, k, v)
+    out2.square().sum().backward()
+    torch.testing.assert_close(out2, out)
+    for g, t in zip(grads, (q, k, v), strict=True):
+        torch.testing.assert_close(t.grad, g)
+
+
+def test_landmark_estimator_uses_the_landmark_matrix():
+    q, k, v = qkv(n=64)
+    ss = SpectralShiftAttention(2, 8, num_landmarks=8, conv_kernel=0, delta="landmark", rank=2, delta_max=5.0)
+    ss(q, k, v)
+    f = nystrom_factors(q, k, v, None, 8)
+    eig = torch.linalg.eigvalsh(0.5 * (f.a + f.a.transpose(-1, -2)))
+    expected = ((f.a.diagonal(dim1=-2, dim2=-1).sum(-1) - eig[..., -2:].sum(-1)) / 6).clamp_min(0)
+    torch.testing.assert_close(ss.diagnostics["delta"], expected.float().mean(0))
+
+
+@pytest.mark.parametrize(
+    ("knobs", "key"),
+    [
+        ({"form": "dense"}, "attention.form must be one of core|sketch|projection"),
+        ({"delta": "eig"}, "attention.delta must be one of trace|landmark|learned|fixed"),
+        ({"normaliser": "exact"}, "attention.normaliser must be one of free|sampled"),
+        ({"rank": 64}, "attention.rank"),
+        ({"rank": -1}, "attention.rank"),
+        ({"delta_max": 0.0}, "attention.delta_max"),
+        ({"fixed_delta": -0.1}, "attention.fixed_delta"),
+        ({"num_samples": 0}, "attention.num_samples"),
+        ({"num_landmarks": 0}, "attention.num_landmarks"),
+    ],
+)
+def test_bad_knobs_name_the_config_key(knobs, key):
+    with pytest.raises(ValueError, match=key):
+        SpectralShiftAttention(2, 8, **knobs)
+
+
+def test_every_estimator_and_form_is_listed():
+    assert FORMS == ("core", "sketch", "projection")
+    assert set(ESTIMATORS) == {"trace", "landmark", "learned", "fixed"}
