@@ -1,0 +1,127 @@
+"""Hydra multirun sweeps: every run in its own directory with its results.json, failures recorded and
+not fatal, the joblib launcher for local parallelism, and the SLURM launcher config.
+
+``tiny_sweep`` is shared with the dashboard and W&B tests (imported from here): it runs once per
+test session and leaves its run directories under pytest's base temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tests.conftest import REPO, run_cli, tiny_listops
+
+
+def sweep_attentions() -> list[str]:
+    """Softmax plus one other attention whose config exists (the grid a user would sweep)."""
+    others = [
+        a for a in ("nystrom", "spectral_shift") if (REPO / "conf" / "attention" / f"{a}.yaml").exists()
+    ]
+    return ["softmax", *others[:1]]
+
+
+def tiny_sweep(base: Path) -> dict[str, Path]:
+    """Two sweeps of tiny ListOps runs, run once per session:
+
+    - ``grid``: attention x seed=0,1 with the joblib launcher (2 parallel jobs);
+    - ``mixed``: model.vocab_size=4,16 with 2 training steps, where the first run fails its config
+      check and the second must still run (and differs in config from the grid's runs).
+    """
+    root = base / "tiny-sweep"
+    dirs = {"grid": root / "grid", "mixed": root / "mixed"}
+    if (root / "done").exists():
+        return dirs
+    args = tiny_listops(base / "listops-data")
+    attentions = ",".join(sweep_attentions())
+    env = {"LRA_JOBS": "2"}
+    run_cli(
+        "-m", *args, f"attention={attentions}", "seed=0,1", "hydra/launcher=parallel",
+        f"hydra.sweep.dir={dirs['grid']}", cwd=base, env=env,
+    )  # fmt: skip
+    run_cli(
+        "-m", *args, "model.vocab_size=4,16", "trainer.max_steps=2", "seed=0",
+        f"hydra.sweep.dir={dirs['mixed']}", cwd=base, env=env,
+    )  # fmt: skip
+    (root / "done").write_text("")
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> dict[str, Path]:
+    return tiny_sweep(tmp_path_factory.getbasetemp())
+
+
+def load(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_grid_runs_each_land_in_their_own_directory(sweep):
+    runs = sorted(p for p in sweep["grid"].iterdir() if p.is_dir())
+    attentions = sweep_attentions()
+    assert len(runs) == 2 * len(attentions)
+    seen = set()
+    for run in runs:
+        record = load(run)
+        assert record["status"] == "completed", record["error"]
+        assert record["run_dir"] == str(run)
+        assert run.name.endswith(f"_{record['task']}_{record['attention']}_seed{record['seed']}")
+        assert (run / "csv" / "version_0" / "metrics.csv").is_file()
+        assert (run / "checkpoints" / "last.ckpt").is_file()
+        seen.add((record["attention"], record["seed"]))
+    assert seen == {(a, s) for a in attentions for s in (0, 1)}
+    assert (sweep["grid"] / "multirun.yaml").is_file()
+
+
+def test_failed_run_is_recorded_and_does_not_stop_the_sweep(sweep):
+    failed, ok = sorted(p for p in sweep["mixed"].iterdir() if p.is_dir())
+    bad = load(failed)
+    assert bad["status"] == "failed" and "model.vocab_size=4" in bad["error"]
+    assert bad["config"]["model"]["vocab_size"] == 4
+    good = load(ok)
+    assert good["status"] == "completed" and good["global_step"] == 2
+
+
+def test_joblib_launcher_runs_jobs_at_the_same_time(sweep):
+    assert "JoblibLauncher" in (sweep["grid"] / "multirun.yaml").read_text()
+    spans = [
+        (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
+        for r in map(load, sorted(p for p in sweep["grid"].iterdir() if p.is_dir()))
+    ]
+    # With 2 jobs, the first two runs start before either finishes.
+    (start0, end0), (start1, end1) = spans[:2]
+    assert start1 < end0 and start0 < end1
+
+
+def compose_hydra(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_slurm_launcher_config_asks_for_the_trainers_gpus():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the optional extra `slurm`")
+    cfg = compose_hydra("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 2)
+    assert launcher.timeout_min > 60 and launcher.partition is None
+    single = compose_hydra("hydra/launcher=slurm").hydra.launcher
+    assert (single.gpus_per_node, single.tasks_per_node, single.nodes) == (1, 1, 1)
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep(tmp_path, listops_args):
+    """The submitit launcher end to end, with its local executor standing in for SLURM."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the optional extra `slurm`")
+    sweep_dir = tmp_path / "submitit"
+    run_cli(
+        "-m", *listops_args, "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
+    )  # fmt: skip
+    records = [load(p) for p in sorted(sweep_dir.glob("*_listops_*"))]
+    assert [r["seed"] for r in records] == [0, 1]
+    assert all(r["status"] == "completed" for r in records)
