@@ -1,0 +1,143 @@
+"""Image (LRA): CIFAR-10 in grayscale as a sequence of 1024 pixels, 10 classes.
+
+Each pixel is one token (its grey level 0..255, vocabulary 256) or, with
+``model.embedding=pixel_linear``, a value fed to a linear encoder; the data is the same either way.
+Grayscale is PIL's ``L`` conversion (ITU-R 601-2 luma, as ``tf.image.rgb_to_grayscale`` in LRA).
+Splits: 45k train / 5k validation / 10k test. ``val_split=last`` takes the last 10% of the training
+set as LRA's ``train[90%:]`` does; ``val_split=random`` draws it with ``split_seed`` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from data import _hf
+from data._arrays import ArrayDataset, ArrayWriter, load_arrays, split_indices
+from data.base import LRADataModule
+from data.cache import AtomicDirectory, fingerprint
+from data.listops import DataFormatError
+
+log = logging.getLogger(__name__)
+
+SIDE = 32
+DECODER = "PIL-L/v1"  # part of the cache key: change it when to_gray() changes
+IMAGE_COLUMNS = ("img", "image")
+VAL_SPLITS = ("last", "random")
+
+
+def to_gray(img) -> np.ndarray:
+    """A PIL image (or HF's decoded dict / array) -> (SIDE*SIDE,) uint8 grey levels."""
+    from PIL import Image
+
+    if isinstance(img, dict):  # undecoded HF image: {"bytes": ..., "path": ...}
+        import io
+
+        img = Image.open(io.BytesIO(img["bytes"])) if img.get("bytes") else Image.open(img["path"])
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    gray = np.asarray(img.convert("L"), dtype=np.uint8)
+    if gray.shape != (SIDE, SIDE):
+        raise ValueError(f"image is {gray.shape[1]}x{gray.shape[0]}, expected {SIDE}x{SIDE}")
+    return gray.reshape(-1)
+
+
+class ImageDataModule(LRADataModule):
+    """CIFAR-10 from a local copy at ``path`` (save_to_disk folder or parquet) or the HF Hub."""
+
+    num_classes = 10
+    vocab_size = 256
+
+    def __init__(
+        self,
+        path: str,
+        cache_dir: str,
+        source: str = "auto",
+        dataset_name: str = "cifar10",
+        max_len: int = SIDE * SIDE,
+        val_split: str = "last",
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        strict: bool = True,
+        **loader,
+    ):
+        super().__init__(**loader)
+        if val_split not in VAL_SPLITS:
+            raise ValueError(f"data.val_split={val_split!r} must be one of {'|'.join(VAL_SPLITS)}")
+        if max_len < SIDE * SIDE:
+            raise ValueError(f"model.max_len={max_len} is shorter than one image ({SIDE * SIDE} pixels)")
+        self.path = Path(path)
+        self.cache_dir = Path(cache_dir)
+        self.source = source
+        self.dataset_name = dataset_name
+        self.val_split = val_split
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.strict = strict
+
+    def _cache_path(self) -> tuple[Path, str]:
+        kind, identity = _hf.resolve(self.dataset_name, self.path, self.source)
+        return self.cache_dir / "image" / fingerprint(identity, DECODER, self.strict), kind
+
+    def prepare_data(self) -> None:
+        cache, kind = self._cache_path()
+        if (cache / "meta.json").exists():
+            return
+        ds = _hf.load_hf(self.dataset_name, self.path, kind)
+        where = str(self.path) if kind == "local" else f"HF dataset '{self.dataset_name}'"
+        _hf.require_splits(ds, self.dataset_name, where, ("train", "test"))
+        counts, skipped = {}, {}
+        with AtomicDirectory(cache) as tmp:
+            writer = ArrayWriter(tmp, len(ds["train"]) + len(ds["test"]), SIDE * SIDE)
+            for split in ("train", "test"):  # train rows first, then test rows
+                before = writer.n
+                skipped[split] = self._decode_split(ds[split], f"{where} [{split}]", writer)
+                counts[split] = writer.n - before
+            writer.close(source=where, counts=counts, skipped=skipped, decoder=DECODER)
+        if any(skipped.values()):
+            log.warning("image: skipped unreadable examples %s", skipped)
+
+    def _decode_split(self, split, where: str, writer: ArrayWriter) -> int:
+        column = next((c for c in IMAGE_COLUMNS if c in split.column_names), None)
+        if column is None or "label" not in split.column_names:
+            raise DataFormatError(
+                f"{where}: expected columns img|image and label, found {split.column_names}"
+            )
+        skipped, row = 0, 0
+        for batch in split.iter(batch_size=1000):
+            pixels, labels = [], []
+            for img, label in zip(batch[column], batch["label"], strict=True):
+                try:
+                    if not isinstance(label, (int, np.integer)) or not 0 <= label < self.num_classes:
+                        raise ValueError(f"label {label!r} is not a class in 0..{self.num_classes - 1}")
+                    pixels.append(to_gray(img))
+                    labels.append(int(label))
+                except (ValueError, OSError) as exc:  # OSError: PIL cannot decode the bytes
+                    if self.strict:
+                        raise DataFormatError(
+                            f"{where} row {row}: {exc} (data.strict=false skips it)"
+                        ) from None
+                    skipped += 1
+                row += 1
+            if pixels:
+                writer.append(np.stack(pixels), np.asarray(labels))
+        return skipped
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        cache, _ = self._cache_path()
+        if not (cache / "meta.json").exists():
+            self.prepare_data()
+        images, labels, meta = load_arrays(cache)
+        n_train = meta["counts"]["train"]
+        n_val = int(round(self.val_fraction * n_train))
+        if self.val_split == "last":
+            fit, val = np.arange(n_train - n_val), np.arange(n_train - n_val, n_train)
+        else:
+            fit, val = split_indices(n_train, (1 - self.val_fraction, self.val_fraction), self.split_seed)
+        self.splits["train"] = ArrayDataset(images, labels, fit)
+        self.splits["val"] = ArrayDataset(images, labels, val)
+        self.splits["test"] = ArrayDataset(images, labels, np.arange(n_train, len(labels)))

@@ -1,0 +1,142 @@
+"""Retrieval (LRA): do two ACL Anthology (AAN) papers cite each other? Two byte-level documents.
+
+Reads the release's ``tsv_data/new_aan_pairs.{train,eval,test}.tsv``: no header, tab-separated
+``label id1 id2 text1 text2``, the label a float (0.0 / 1.0). Texts contain unbalanced quotes, so rows
+are split on tabs only, never with a CSV reader's quote handling (which would merge rows). Lines are
+read as bytes: the tokens are bytes, id = byte + 1, each document truncated to ``max_len`` when cached
+(the files are large; only what the model can see is kept). The model encodes both documents with one
+shared encoder and classifies ``[u, v, u*v, u-v]``: ``model.two_towers=true`` in the task config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from data.base import LRADataModule
+from data.cache import RaggedDataset, atomic_write_text, file_signature, fingerprint, load_ragged, save_ragged
+from data.listops import DataFormatError
+
+log = logging.getLogger(__name__)
+
+SPLIT_FILES = {
+    "train": "new_aan_pairs.train.tsv",
+    "val": "new_aan_pairs.eval.tsv",
+    "test": "new_aan_pairs.test.tsv",
+}
+TOKENIZER = "bytes+1/v1"
+RELEASE_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
+
+
+def parse_label(field: bytes) -> int:
+    value = float(field)  # ValueError for anything that is not a number
+    if value not in (0.0, 1.0):
+        raise ValueError(f"label {value} is not 0 or 1")
+    return int(value)
+
+
+def read_aan_tsv(path: Path, max_len: int | None, strict: bool = True) -> tuple[dict[str, np.ndarray], int]:
+    """Stream one AAN TSV into flat byte-token arrays for both documents; returns (arrays, skipped)."""
+    docs: tuple[bytearray, bytearray] = (bytearray(), bytearray())
+    offsets: tuple[list[int], list[int]] = ([0], [0])
+    labels: list[int] = []
+    skipped = 0
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip(b"\r\n")
+            if not line:
+                continue
+            cols = line.split(b"\t")
+            try:
+                if len(cols) != 5:
+                    raise ValueError(
+                        f"expected 5 tab-separated columns (label id1 id2 text1 text2), found {len(cols)}"
+                    )
+                label = parse_label(cols[0])
+            except ValueError as exc:
+                if strict:
+                    raise DataFormatError(
+                        f"{path}:{lineno}: {exc} (data.strict=false skips such rows)"
+                    ) from None
+                skipped += 1
+                continue
+            for doc, offs, text in zip(docs, offsets, cols[3:], strict=True):
+                doc += text[:max_len] if max_len else text
+                offs.append(len(doc))
+            labels.append(label)
+    arrays = {"labels": np.asarray(labels, dtype=np.int64)}
+    for k, (doc, offs) in enumerate(zip(docs, offsets, strict=True), start=1):
+        arrays[f"flat{k}"] = np.frombuffer(bytes(doc), dtype=np.uint8).astype(np.uint16) + 1
+        arrays[f"offsets{k}"] = np.asarray(offs, dtype=np.int64)
+    return arrays, skipped
+
+
+class RetrievalDataModule(LRADataModule):
+    """AAN pairs from the release folder ``path`` (``<data_dir>/tsv_data``)."""
+
+    num_classes = 2
+    vocab_size = 257
+
+    def __init__(self, path: str, cache_dir: str, max_len: int = 4000, strict: bool = True, **loader):
+        super().__init__(**loader)
+        self.path = Path(path)
+        self.cache_dir = Path(cache_dir)
+        self.max_len = max_len
+        self.strict = strict
+
+    def _check_present(self) -> None:
+        for fname in SPLIT_FILES.values():
+            if not (self.path / fname).is_file():
+                raise FileNotFoundError(
+                    f"AAN retrieval file not found: {self.path / fname} (data.path). Download the LRA release "
+                    f"({RELEASE_URL}), unpack it and set data_dir (or LRA_DATA) to the folder that holds "
+                    f"tsv_data/, or point data.path at the tsv_data folder itself."
+                )
+
+    def _cache_path(self) -> Path:
+        self._check_present()
+        sig = [file_signature(self.path / f) for f in SPLIT_FILES.values()]
+        key = fingerprint(str(self.path.resolve()), sig, TOKENIZER, self.max_len, self.strict)
+        return self.cache_dir / "retrieval" / key
+
+    def prepare_data(self) -> None:
+        cache = self._cache_path()
+        if (cache / "test.npz").exists():
+            return
+        report = {}
+        for split, fname in SPLIT_FILES.items():  # test last: its presence marks a complete cache
+            arrays, skipped = read_aan_tsv(self.path / fname, self.max_len, self.strict)
+            if skipped:
+                log.warning("retrieval: skipped %d malformed rows of %s", skipped, self.path / fname)
+            save_ragged(
+                cache / f"{split}.npz",
+                flat=arrays["flat1"],
+                offsets=arrays["offsets1"],
+                labels=arrays["labels"],
+                flat2=arrays["flat2"],
+                offsets2=arrays["offsets2"],
+            )
+            report[split] = {"file": fname, "examples": len(arrays["labels"]), "skipped": skipped}
+        atomic_write_text(
+            cache / "source.json", json.dumps({"path": str(self.path), "splits": report}, indent=1)
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        cache = self._cache_path()
+        if not (cache / "test.npz").exists():
+            self.prepare_data()
+        for split in SPLIT_FILES:
+            z = load_ragged(cache / f"{split}.npz")
+            self.splits[split] = RaggedDataset(
+                z["flat"],
+                z["offsets"],
+                z["labels"],
+                max_len=self.max_len,
+                flat2=z["flat2"],
+                offsets2=z["offsets2"],
+            )
