@@ -8,6 +8,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 
 def build_loggers(cfg_logger: DictConfig | None, save_dir: Path) -> list[Logger]:
@@ -34,13 +35,27 @@ def describe_run(loggers: list[Logger], config: DictConfig) -> None:
         if isinstance(logger, WandbLogger):
             exp = logger.experiment
             if hasattr(exp, "define_metric"):
-                exp.define_metric("val/acc", summary="max")
-                exp.define_metric("test/acc", summary="last")
+                # Keep Lightning's x-axis (trainer/global_step) for the metrics given summaries.
+                exp.define_metric("val/acc", step_metric="trainer/global_step", summary="max")
+                exp.define_metric("test/acc", step_metric="trainer/global_step", summary="last")
 
 
 def log_summary(loggers: list[Logger], metrics: dict[str, float], step: int) -> None:
     metrics = {k: float(v) for k, v in metrics.items() if v is not None}
     for logger in loggers:
         logger.log_metrics(metrics, step=step)
-        if isinstance(logger, WandbLogger) and hasattr(logger.experiment, "summary"):
+        # Under DDP, other ranks hold a dummy W&B experiment without a real summary.
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
             logger.experiment.summary.update(metrics)
+
+
+def close_loggers(loggers: list[Logger], ok: bool) -> None:
+    """Finalize every logger and end the W&B run. Without ``wandb.finish``, the next run of a sweep in
+    the same process (the basic launcher, or a reused joblib worker) would log into this run."""
+    for logger in loggers:
+        logger.finalize("success" if ok else "failed")
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish(exit_code=0 if ok else 1)

@@ -15,7 +15,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lra import results
 from lra.callbacks import AttentionDiagnostics, PeakMemory, Throughput
-from lra.loggers import build_loggers, describe_run, log_summary
+from lra.loggers import build_loggers, close_loggers, describe_run, log_summary
 from lra.module import LRAModule
 from lra.provenance import git_commit, package_versions
 
@@ -161,8 +161,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         if trainer is None or trainer.is_global_zero:
             results.write(run_dir, record)
         if trainer is not None:
-            for lg in trainer.loggers:
-                lg.finalize(record["status"] == "completed" and "success" or "failed")
+            close_loggers(trainer.loggers, ok=record["status"] == "completed")
     return record
 
 
