@@ -1,0 +1,42 @@
+"""``python -m lra.compare RUN_DIRS... [--out DIR] [--bench JSON...]``"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lra.compare import build
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m lra.compare",
+        description="Comparison dashboard (index.html + results.md) from run directories.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, help="run directories, sweep directories or outputs/")
+    p.add_argument("--out", type=Path, default=Path("outputs/compare"), help="where to write the dashboard")
+    p.add_argument(
+        "--bench", nargs="*", type=Path, default=[], help="benchmark JSON files (python -m lra.bench ...)"
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = [p for p in args.paths if not p.exists()]
+    if missing:
+        print(f"error: not found: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    report = build(args.paths, args.out, bench=args.bench)
+    if report.runs == 0:
+        print(f"warning: no run directories (results.json or .hydra/) under {args.paths}", file=sys.stderr)
+    print(
+        f"{report.runs} runs ({report.completed} completed, {report.failed} failed): "
+        f"wrote {report.html} and {report.markdown}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Find run directories and read what each left behind, whatever state it is in.
+
+A run directory is one holding ``results.json`` or Hydra's ``.hydra/config.yaml``. A crashed run
+(killed before it could write ``results.json``), an unreadable or partial ``results.json`` and a run
+that recorded ``status: failed`` all come back as a failed :class:`Run` with the reason, never as an
+exception: one bad run must not hide the others from the dashboard.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lra import results as results_schema
+
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    status: str  # "completed" or "failed" (failed covers crashed and unreadable runs too)
+    task: str
+    attention: str
+    seed: int | None
+    config: dict[str, Any]
+    record: dict[str, Any] = field(default_factory=dict)  # results.json as read ({} if none)
+    error: str | None = None
+    variant: str = ""  # filled in by lra.compare.variants
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    def metric(self, key: str) -> float | None:
+        """A numeric results.json field, or None when missing or not a finite number."""
+        value = self.record.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return None
+        return float(value)
+
+    @property
+    def label(self) -> str:
+        return self.variant or self.attention
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / results_schema.FILENAME).is_file() or (path / HYDRA_CONFIG).is_file()
+
+
+def find_run_dirs(paths: list[Path]) -> list[Path]:
+    """Run directories at or below ``paths`` (a results.json file names its directory)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_file() and path.name == results_schema.FILENAME:
+            path = path.parent
+        if not path.is_dir():
+            continue
+        if is_run_dir(path):
+            found.append(path)
+            continue
+        for root, dirs, _files in os.walk(path):
+            root_path = Path(root)
+            dirs.sort()
+            for name in list(dirs):
+                if name.startswith(".") or name in ("wandb", "checkpoints", "csv"):
+                    dirs.remove(name)  # never run directories, and can be large
+                elif is_run_dir(root_path / name):
+                    found.append(root_path / name)
+                    dirs.remove(name)  # a run directory holds no further runs
+    return sorted(set(found))
+
+
+def _hydra_config(run_dir: Path) -> dict[str, Any]:
+    """The run's composed config from Hydra's copy; interpolations resolved where they can be."""
+    path = run_dir / HYDRA_CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(path)
+        try:
+            return OmegaConf.to_container(cfg, resolve=True)
+        except Exception:  # e.g. ${oc.env:...} of another machine; keep the raw values
+            return OmegaConf.to_container(cfg, resolve=False)
+    except Exception:
+        return {}
+
+
+def _name(config: dict, group: str) -> str:
+    node = config.get(group)
+    if isinstance(node, dict) and node.get("name") is not None:
+        return str(node["name"])
+    return "unknown"
+
+
+def read_run(run_dir: Path) -> Run:
+    run_dir = Path(run_dir)
+    path = run_dir / results_schema.FILENAME
+    record: dict[str, Any] = {}
+    error = None
+    if not path.is_file():
+        error = "no results.json: the run crashed or is still running"
+    else:
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            record, error = {}, f"unreadable results.json: {exc}"
+    if record and error is None:
+        try:
+            results_schema.validate(record, where=str(path))
+        except results_schema.ResultsSchemaError as exc:
+            error = f"partial results.json: {exc}"
+    config = record.get("config") if isinstance(record.get("config"), dict) else _hydra_config(run_dir)
+    status = "completed" if error is None and record.get("status") == "completed" else "failed"
+    if status == "failed" and error is None:
+        error = record.get("error") or f"status {record.get('status')!r}"
+    seed = record.get("seed", config.get("seed"))
+    return Run(
+        run_dir=run_dir,
+        status=status,
+        task=str(record.get("task") or _name(config, "task")),
+        attention=str(record.get("attention") or _name(config, "attention")),
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        config=config,
+        record=record,
+        error=error,
+    )
+
+
+def collect(paths: list[Path]) -> list[Run]:
+    return [read_run(d) for d in find_run_dirs(paths)]
+
+
+def read_curves(run_dir: Path, keys: tuple[str, ...] = ("val/acc", "train/loss")) -> dict[str, list]:
+    """``{key: [(step, value), ...]}`` from the run's CSV logs (``csv/version_*/metrics.csv``)."""
+    curves: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
+    for path in sorted(Path(run_dir).glob("csv/version_*/metrics.csv")):
+        try:
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    for key in keys:
+                        value, step = row.get(key), row.get("step")
+                        if value and step:
+                            try:
+                                curves[key].append((int(float(step)), float(value)))
+                            except ValueError:
+                                continue
+        except (OSError, csv.Error):
+            continue
+    return {k: sorted(v) for k, v in curves.items()}

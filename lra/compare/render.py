@@ -1,0 +1,43 @@
+"""Tables as HTML and as Markdown (every cell escaped: error messages can hold anything)."""
+
+from __future__ import annotations
+
+from html import escape
+
+from lra.compare.tables import Table
+
+
+def table_html(table: Table) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in table.header)
+    body = []
+    for cells, kind in zip(table.rows, table.kinds, strict=True):
+        if kind == "section":
+            body.append(f'<tr class="section"><td colspan="{len(table.header)}">{escape(cells[0])}</td></tr>')
+            continue
+        tds = "".join(f"<td>{escape(c)}</td>" for c in cells)
+        body.append(f'<tr class="{kind}">{tds}</tr>')
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in table.notes)
+    return (
+        f'<div class="table-wrap"><table id="{escape(table.key)}">'
+        f"<caption>{escape(table.title)}</caption><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>{notes}"
+    )
+
+
+def _md(cell: str) -> str:
+    return cell.replace("|", "\\|").replace("\n", " ")
+
+
+def table_markdown(table: Table) -> str:
+    lines = [f"### {table.title}", "", "| " + " | ".join(map(_md, table.header)) + " |"]
+    lines.append("|" + "---|" * len(table.header))
+    for cells, kind in zip(table.rows, table.kinds, strict=True):
+        if kind == "section":
+            cells = [f"**{cells[0]}**", *[""] * (len(table.header) - 1)]
+        elif kind == "failed":
+            cells = [cells[0] + " ⚠", *cells[1:]]
+        lines.append("| " + " | ".join(map(_md, cells)) + " |")
+    if table.notes:
+        lines.append("")
+        lines += [f"- {n}" for n in table.notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,261 @@
+"""The dashboard's tables as plain data (header + rows of strings), rendered by ``render``.
+
+- LRA accuracy: rows = attention (variant), columns = tasks + average, mean ± std over seeds of the
+  test accuracy at the best-validation checkpoint; the published rows below, marked as published.
+- Speed and memory per task and attention, absolute and as ratios to softmax in the same setting.
+- Every run, failed ones included, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lra.compare.collect import Run
+from lra.compare.published import LRA_TASKS, PUBLISHED, task_title
+from lra.compare.variants import same_setting
+
+BASELINE = "softmax"
+
+
+@dataclass
+class Table:
+    key: str  # stable id (HTML id, test hook)
+    title: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # per row: "ours" | "published" | "failed" | "section"
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, cells: list[str], kind: str = "ours") -> None:
+        self.rows.append(cells)
+        self.kinds.append(kind)
+
+
+@dataclass
+class Group:
+    """The runs of one task x attention variant (the seeds of one configuration)."""
+
+    task: str
+    attention: str
+    label: str
+    runs: list[Run]
+
+    @property
+    def ok(self) -> list[Run]:
+        return [r for r in self.runs if r.ok]
+
+    @property
+    def failed(self) -> int:
+        return len(self.runs) - len(self.ok)
+
+    def values(self, key: str) -> list[float]:
+        return [v for v in (r.metric(key) for r in self.ok) if v is not None]
+
+    def mean(self, key: str) -> float | None:
+        values = self.values(key)
+        return statistics.fmean(values) if values else None
+
+
+def group_runs(runs: list[Run]) -> dict[tuple[str, str], Group]:
+    groups: dict[tuple[str, str], Group] = {}
+    for run in runs:
+        key = (run.task, run.label)
+        if key not in groups:
+            groups[key] = Group(run.task, run.attention, run.label, [])
+        groups[key].runs.append(run)
+    return groups
+
+
+def row_order(labels: list[tuple[str, str]]) -> list[str]:
+    """Labels with softmax first, then by attention and label."""
+    unique = sorted(set(labels), key=lambda al: (al[0] != BASELINE, al[0], al[1]))
+    return list(dict.fromkeys(label for _attention, label in unique))
+
+
+def task_order(tasks: set[str]) -> list[str]:
+    return [t for t in LRA_TASKS if t in tasks] + sorted(tasks - set(LRA_TASKS))
+
+
+# -- formatting --------------------------------------------------------------------------------------
+def pct(mean: float, std: float | None = None) -> str:
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def accuracy_cell(group: Group | None, key: str = "test_acc") -> str:
+    if group is None:
+        return "—"
+    values = group.values(key)
+    failed = f", {group.failed} failed" if group.failed else ""
+    if not values:
+        return f"failed ({group.failed} of {len(group.runs)})" if group.failed else "no test result"
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return f"{pct(statistics.fmean(values), std)} (n={len(values)}{failed})"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def ratio(value: float | None, base: float | None) -> str:
+    if value is None or base is None or base == 0:
+        return "—"
+    return f"{value / base:.2f}×"
+
+
+def mib(value: float | None) -> str:
+    return "—" if value is None else f"{value / 2**20:,.0f}"
+
+
+# -- tables ------------------------------------------------------------------------------------------
+def lra_table(runs: list[Run]) -> Table:
+    groups = group_runs([r for r in runs if r.task != "unknown"])
+    our_tasks = {task for task, _ in groups}
+    tasks = list(LRA_TASKS) + sorted(our_tasks - set(LRA_TASKS))
+    table = Table(
+        "lra-table",
+        "LRA accuracy (test %, at the best-validation checkpoint)",
+        ["Model", *(task_title(t) for t in tasks), "Avg"],
+    )
+    table.add(["Ours: mean ± std over seeds (n = completed seeds)", *[""] * (len(tasks) + 1)], "section")
+    partial_average = False
+    for label in row_order([(g.attention, g.label) for g in groups.values()]):
+        cells, means = [], []
+        for task in tasks:
+            group = groups.get((task, label))
+            cells.append(accuracy_cell(group))
+            mean = group.mean("test_acc") if group else None
+            if task in LRA_TASKS and mean is not None:
+                means.append(mean)
+        lra_means_complete = len(means) == len(LRA_TASKS)
+        partial_average |= bool(means) and not lra_means_complete
+        average = pct(statistics.fmean(means)) + ("" if lra_means_complete else "*") if means else "—"
+        all_failed = all(g.failed == len(g.runs) for (t, lab), g in groups.items() if lab == label)
+        table.add([label, *cells, average], "failed" if all_failed else "ours")
+    table.add(["Published (test %, from the papers; not run here)", *[""] * (len(tasks) + 1)], "section")
+    for row in PUBLISHED:
+        values = [f"{row.accuracy[t]:.2f}" if t in row.accuracy else "—" for t in tasks]
+        table.add([f"{row.label} [published]", *values, f"{row.average:.2f}"], "published")
+    if partial_average:
+        table.notes.append("* average over the LRA tasks this row was run on, not all five.")
+    table.notes.append(
+        "Published rows come from the papers' own tables (LRA, Nyströmformer, xformers, Skyformer) with "
+        "the published settings; rows of ours trained with other settings (e.g. short CPU presets) are "
+        "not comparable to them."
+    )
+    return table
+
+
+def baseline_for(group: Group, groups: dict[tuple[str, str], Group], keys: dict[str, list[str]]):
+    """The softmax group of the same task and setting, if there is exactly one."""
+    if group.attention == BASELINE:
+        return group
+    candidates = [
+        g
+        for (task, _), g in groups.items()
+        if task == group.task and g.attention == BASELINE and g.runs and group.runs
+    ]
+    matching = [g for g in candidates if same_setting(group.runs[0], g.runs[0], keys.get(BASELINE, []))]
+    return matching[0] if len(matching) == 1 else None
+
+
+SPEED_FIELDS = (
+    ("train_steps_per_s", "train steps/s"),
+    ("train_tokens_per_s", "train tokens/s"),
+    ("eval_tokens_per_s", "eval tokens/s"),
+)
+
+
+def speed_table(runs: list[Run], keys: dict[str, list[str]]) -> Table:
+    groups = group_runs([r for r in runs if r.task != "unknown"])
+    header = ["Task", "Model", "n"]
+    for _, name in SPEED_FIELDS:
+        header += [name, "× softmax"]
+    header += ["peak memory (MiB)", "× softmax", "memory kind", "params"]
+    table = Table("speed-table", "Speed and memory (mean over completed seeds; ratios to softmax)", header)
+    labels = row_order([(g.attention, g.label) for g in groups.values()])
+    for task in task_order({t for t, _ in groups}):
+        for label in labels:
+            group = groups.get((task, label))
+            if group is None:
+                continue
+            base = baseline_for(group, groups, keys)
+            cells = [task_title(task), label, str(len(group.ok))]
+            for key, _ in SPEED_FIELDS:
+                value = group.mean(key)
+                cells += [number(value), ratio(value, base.mean(key) if base else None)]
+            kinds = {r.record.get("peak_memory_kind") for r in group.ok} - {None}
+            base_kinds = {r.record.get("peak_memory_kind") for r in base.ok} - {None} if base else set()
+            memory = group.mean("peak_memory_bytes")
+            same_kind = base is not None and kinds == base_kinds and len(kinds) == 1
+            base_memory = base.mean("peak_memory_bytes") if same_kind else None
+            params = group.mean("params_total")
+            cells += [mib(memory), ratio(memory, base_memory), "/".join(sorted(kinds)) or "—"]
+            cells += [f"{params:,.0f}" if params is not None else "—"]
+            table.add(cells, "ours" if group.ok else "failed")
+    table.notes += [
+        "Training speed excludes the first warm-up steps and all evaluation and checkpointing time; "
+        "tokens are real (unpadded) tokens. Evaluation speed covers validation and test.",
+        "Speed ratios > 1 are faster than softmax; memory ratios < 1 use less. A ratio needs a softmax "
+        "run of the same task and setting (and, for memory, the same kind of measurement).",
+        "rss = peak resident memory of the training process on CPU (includes the Python/PyTorch "
+        "baseline of a few hundred MiB, so it separates attentions less than the GPU number); "
+        "cuda_max_allocated = torch.cuda.max_memory_allocated.",
+    ]
+    return table
+
+
+def _display_dir(run_dir: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return os.path.relpath(run_dir, root)
+        except ValueError:
+            pass
+    return str(run_dir)
+
+
+def runs_table(runs: list[Run]) -> Table:
+    table = Table(
+        "runs-table",
+        "All runs",
+        ["Task", "Model", "Seed", "Status", "best val %", "test %", "steps", "train steps/s",
+         "peak MiB", "wall s", "Run directory", "Error"],
+    )  # fmt: skip
+    root = Path(os.path.commonpath([str(r.run_dir) for r in runs])) if runs else None
+    if root is not None and len(runs) == 1:
+        root = root.parent
+    by_task = defaultdict(list)
+    for run in runs:
+        by_task[run.task].append(run)
+    for task in task_order(set(by_task)):
+        for run in sorted(by_task[task], key=lambda r: (r.label, r.seed if r.seed is not None else -1)):
+            val, test = run.metric("best_val_acc"), run.metric("test_acc")
+            steps, wall = run.metric("global_step"), run.metric("wall_time_s")
+            error = (run.error or "")[:300]
+            table.add(
+                [
+                    task_title(task),
+                    run.label,
+                    "—" if run.seed is None else str(run.seed),
+                    run.status,
+                    pct(val) if val is not None else "—",
+                    pct(test) if test is not None else "—",
+                    "—" if steps is None else f"{steps:.0f}",
+                    number(run.metric("train_steps_per_s")),
+                    mib(run.metric("peak_memory_bytes")),
+                    "—" if wall is None else f"{wall:.0f}",
+                    _display_dir(run.run_dir, root),
+                    error,
+                ],
+                "ours" if run.ok else "failed",
+            )
+    if root is not None:
+        table.notes.append(f"Run directories relative to {root}.")
+    return table
