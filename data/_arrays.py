@@ -75,6 +75,21 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def __getstate__(self) -> dict:
+        # Loader workers started by spawn/forkserver reopen the memory map instead of receiving a
+        # pickled copy of the whole array (3.3 GB for Path-X).
+        state = self.__dict__.copy()
+        images = self.images
+        if isinstance(images, np.memmap) and images.filename is not None:
+            state["images"] = (str(images.filename), len(images))
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state["images"], tuple):
+            filename, n = state["images"]
+            state["images"] = np.load(filename, mmap_mode="r")[:n]
+        self.__dict__.update(state)
+
     def __getitem__(self, i: int) -> dict:
         j = int(self.indices[i])
         return {

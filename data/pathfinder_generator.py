@@ -56,6 +56,7 @@ GEOMETRY = {
     ),
 }
 NUM_TURNS = 15  # candidate turns per paddle
+SLACK = math.sqrt(0.5)  # half the diagonal of a fine-canvas pixel
 SNAKE_TRIES = 40  # restarts of one target snake before the whole image starts again
 
 
@@ -123,13 +124,14 @@ class Canvas:
         return box, np.hypot(xs - (a[0] + t * d[0]), ys - (a[1] + t * d[1]))
 
     def block_segment(self, blocked: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-        # A new centreline must stay a margin plus both half thicknesses away.
-        reach = 2 * self.half + self.margin
+        # A new centreline must stay a margin plus both half thicknesses away. Candidates are checked
+        # at the pixel under each sample point, so the zone grows by half a pixel diagonal (SLACK).
+        reach = 2 * self.half + self.margin + SLACK
         box, dist = self._segment_distance(a, b, reach)
         blocked[box] |= dist <= reach
 
     def block_disc(self, blocked: np.ndarray, c: np.ndarray) -> None:
-        reach = self.radius + self.half + self.margin
+        reach = self.radius + self.half + self.margin + SLACK
         box, xs, ys = self._box(c, c, reach)
         blocked[box] |= np.hypot(xs - c[0], ys - c[1]) <= reach
 
@@ -198,42 +200,58 @@ def grow_snake(
     return None
 
 
-def render(spec: PathfinderSpec, index: int) -> tuple[np.ndarray, int, int]:
-    """Image ``index`` of the set: (uint8 (res, res) image, label, distractors drawn)."""
+@dataclass
+class Layout:
+    """One image before rasterising: snakes as lists of paddles (fine-canvas coordinates), markers."""
+
+    label: int
+    snakes: list  # [target A, target B, *distractors]; each a list of (start, end) points
+    markers: tuple
+    canvas: Canvas
+
+
+def layout(spec: PathfinderSpec, index: int) -> Layout:
+    """Place the snakes and markers of image ``index``; drawn from ``default_rng([seed, index])``."""
     rng = np.random.default_rng([spec.seed, index])
     label = int(rng.integers(0, 2))
-    while True:
+    while True:  # both target snakes must reach full length; otherwise start the image again
         canvas = Canvas(spec)
-        snakes = []
+        targets = []
         for _ in range(2):
             snake = grow_snake(canvas, rng, spec.contour_length, spec.continuity, SNAKE_TRIES)
             if snake is None:
                 break
-            ends = (snake[0][0], snake[-1][1])
-            for c in ends:  # reserve both ends' marker discs, whichever the label uses
+            for c in (snake[0][0], snake[-1][1]):  # reserve both ends' markers, whichever the label uses
                 canvas.block_disc(canvas.blocked, c)
-            snakes.append((snake, ends))
-        if len(snakes) == 2:
+            targets.append(snake)
+        if len(targets) == 2:
             break
-    distractors = 0
-    for _ in range(spec.num_distractors):
+    distractors = []
+    for _ in range(spec.num_distractors):  # a distractor that finds no room is left out
         snake = grow_snake(canvas, rng, spec.distractor_length, spec.continuity, 10)
         if snake is not None:
-            snakes.append((snake, None))
-            distractors += 1
-    for snake, _ in snakes:
+            distractors.append(snake)
+    ends = [(t[0][0], t[-1][1]) for t in targets]
+    if label == 1:
+        markers = ends[0]
+    else:
+        markers = (ends[0][int(rng.integers(0, 2))], ends[1][int(rng.integers(0, 2))])
+    return Layout(label, targets + distractors, markers, canvas)
+
+
+def render(spec: PathfinderSpec, index: int) -> tuple[np.ndarray, int, int]:
+    """Image ``index`` of the set: (uint8 (res, res) image, label, distractors drawn)."""
+    lay = layout(spec, index)
+    canvas = lay.canvas
+    for snake in lay.snakes:
         for a, b in snake:
             canvas.draw_segment(a, b)
-    (ends_a, ends_b) = snakes[0][1], snakes[1][1]
-    if label == 1:
-        markers = ends_a
-    else:
-        markers = (ends_a[int(rng.integers(0, 2))], ends_b[int(rng.integers(0, 2))])
-    for c in markers:
+    for c in lay.markers:
         canvas.draw_disc(c)
     a, r = spec.antialias, spec.resolution
     small = canvas.cover.reshape(r, a, r, a).mean(axis=(1, 3))
-    return np.round(np.clip(small, 0, 1) * spec.contrast * 255).astype(np.uint8), label, distractors
+    image = np.round(np.clip(small, 0, 1) * spec.contrast * 255).astype(np.uint8)
+    return image, lay.label, len(lay.snakes) - 2
 
 
 def _render_chunk(args: tuple[PathfinderSpec, str, int, int]) -> list[str]:

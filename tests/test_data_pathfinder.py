@@ -62,6 +62,18 @@ def test_cache_decodes_once(tmp_path, release, monkeypatch):
     assert len(dm.splits["train"]) == 31
 
 
+def test_dataset_pickles_as_a_reference_to_the_cache(tmp_path, release):
+    # Loader workers started by spawn must reopen the memory map, not receive a copy of the array.
+    import pickle
+
+    dm = module(tmp_path)
+    dm.setup()
+    blob = pickle.dumps(dm.splits["train"])
+    assert len(blob) < 2000
+    again = pickle.loads(blob)
+    assert np.array_equal(again[5]["input_ids"].numpy(), dm.splits["train"][5]["input_ids"].numpy())
+
+
 def test_corrupt_png_names_file_and_metadata_line(tmp_path, release):
     (release / "imgs" / "1" / "sample_2.png").write_bytes(b"\x89PNG garbage")
     with pytest.raises(DataFormatError) as err:

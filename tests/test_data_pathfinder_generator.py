@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from data.pathfinder_generator import DIFFICULTIES, generate_pathfinder, read_spec, render, spec_for
+from data.pathfinder_generator import DIFFICULTIES, generate_pathfinder, layout, read_spec, render, spec_for
 
 
 def test_same_seed_same_images_whatever_the_workers(tmp_path):
@@ -59,3 +59,30 @@ def test_unknown_presets_are_refused():
         spec_for(64)
     with pytest.raises(ValueError, match="difficulty"):
         spec_for(32, "curv_contour_length_20")
+
+
+def _segment_gap(s1, s2) -> float:
+    """Smallest distance between two polylines of paddles (sampled finely)."""
+    pts = lambda snake: np.concatenate([a + np.linspace(0, 1, 12)[:, None] * (b - a) for a, b in snake])  # noqa: E731
+    p, q = pts(s1), pts(s2)
+    return float(np.sqrt(((p[:, None, :] - q[None, :, :]) ** 2).sum(-1)).min())
+
+
+@pytest.mark.parametrize("resolution", [32, 128])
+def test_snakes_keep_apart_and_markers_sit_on_target_ends(resolution):
+    spec = spec_for(resolution, "curv_contour_length_14")
+    for k in range(8):
+        lay = layout(spec, k)
+        a, b = lay.snakes[0], lay.snakes[1]
+        assert len(a) == len(b) == spec.contour_length
+        assert all(len(d) == spec.distractor_length for d in lay.snakes[2:])
+        required = 2 * lay.canvas.half + lay.canvas.margin
+        for i in range(len(lay.snakes)):
+            for j in range(i + 1, len(lay.snakes)):
+                assert _segment_gap(lay.snakes[i], lay.snakes[j]) >= required - 0.1, (k, i, j)
+        ends_a, ends_b = (a[0][0], a[-1][1]), (b[0][0], b[-1][1])
+        on = lambda m, ends: any(np.allclose(m, e) for e in ends)  # noqa: E731
+        if lay.label == 1:
+            assert on(lay.markers[0], ends_a) and on(lay.markers[1], ends_a)
+        else:
+            assert on(lay.markers[0], ends_a) and on(lay.markers[1], ends_b)
