@@ -3,8 +3,8 @@
 Reads the release's ``tsv_data/new_aan_pairs.{train,eval,test}.tsv``: no header, tab-separated
 ``label id1 id2 text1 text2``, the label a float (0.0 / 1.0). Texts contain unbalanced quotes, so rows
 are split on tabs only, never with a CSV reader's quote handling (which would merge rows). Lines are
-read as bytes: the tokens are bytes, id = byte + 1, each document truncated to ``max_len`` when cached
-(the files are large; only what the model can see is kept). The model encodes both documents with one
+read as bytes and the bytes are the tokens (id = byte value, uint8). Each document is truncated to
+``max_len`` when cached: the files are large and only what the model can see is kept. The model encodes both documents with one
 shared encoder and classifies ``[u, v, u*v, u-v]``: ``model.two_towers=true`` in the task config.
 """
 
@@ -27,7 +27,7 @@ SPLIT_FILES = {
     "val": "new_aan_pairs.eval.tsv",
     "test": "new_aan_pairs.test.tsv",
 }
-TOKENIZER = "bytes+1/v1"
+TOKENIZER = "utf8-bytes/v1"
 RELEASE_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
 
 
@@ -69,7 +69,7 @@ def read_aan_tsv(path: Path, max_len: int | None, strict: bool = True) -> tuple[
             labels.append(label)
     arrays = {"labels": np.asarray(labels, dtype=np.int64)}
     for k, (doc, offs) in enumerate(zip(docs, offsets, strict=True), start=1):
-        arrays[f"flat{k}"] = np.frombuffer(bytes(doc), dtype=np.uint8).astype(np.uint16) + 1
+        arrays[f"flat{k}"] = np.frombuffer(bytes(doc), dtype=np.uint8).copy()
         arrays[f"offsets{k}"] = np.asarray(offs, dtype=np.int64)
     return arrays, skipped
 
@@ -78,7 +78,7 @@ class RetrievalDataModule(LRADataModule):
     """AAN pairs from the release folder ``path`` (``<data_dir>/tsv_data``)."""
 
     num_classes = 2
-    vocab_size = 257
+    vocab_size = 256
 
     def __init__(self, path: str, cache_dir: str, max_len: int = 4000, strict: bool = True, **loader):
         super().__init__(**loader)

@@ -1,7 +1,7 @@
 """Text (LRA): IMDB sentiment from raw bytes, reviews truncated to ``max_len`` (4000 in the LRA paper).
 
-Bytes are tokens: id = byte + 1, so ids run 1..256 and 0 stays free for padding (masks come from
-lengths anyway). The cache holds whole reviews; ``max_len`` truncates when examples are read, so the
+Bytes are tokens: id = byte value, vocabulary 256, stored as uint8. Padding needs no reserved id:
+masks come from lengths, never from values. The cache holds whole reviews; ``max_len`` truncates when examples are read, so the
 1K and 4K settings share one cache. As in LRA, the test split also serves as validation unless
 ``val_split=train`` holds out ``val_fraction`` of the training reviews (seeded by ``split_seed``).
 """
@@ -23,16 +23,16 @@ from data.listops import DataFormatError
 
 log = logging.getLogger(__name__)
 
-TOKENIZER = "bytes+1/v1"  # part of the cache key: change it when encode() changes
+TOKENIZER = "utf8-bytes/v1"  # part of the cache key: change it when encode() changes
 VAL_SPLITS = ("test", "train")
 
 
 def encode_bytes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """UTF-8 bytes of each text, shifted by one, as (flat uint16 ids, offsets)."""
+    """UTF-8 bytes of each text as (flat uint8 ids, offsets)."""
     encoded = [t.encode("utf-8") for t in texts]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    flat = np.frombuffer(b"".join(encoded), dtype=np.uint8).astype(np.uint16) + 1
+    flat = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
     return flat, offsets
 
 
@@ -63,7 +63,7 @@ class TextDataModule(LRADataModule):
     auto | local | hub)."""
 
     num_classes = 2
-    vocab_size = 257
+    vocab_size = 256
 
     def __init__(
         self,
