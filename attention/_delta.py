@@ -20,15 +20,13 @@ def free_log_normaliser(f: NystromFactors, s_diag: torch.Tensor) -> torch.Tensor
     represented by their mean key, counted once per real token. Jensen's inequality makes it
     underestimate the off-diagonal mass, so the diagonal weight it gives is biased upward on peaked rows.
 
-    Computed from ``F`` without another pass of exponentials: for ``j* = argmax_j F_ij``,
-    ``logsumexp_j(q_i . k~_j) = q_i . k~_j* - log F_ij*`` (stable, as ``F_ij* >= 1/m``), and
-    ``sum_j count_j exp(q_i . k~_j) = exp(logsumexp) * (F counts)_i``.
+    Read off ``F`` without another pass of exponentials: the largest logit and the largest entry of a
+    softmax row sit at the same j, so ``logsumexp_j(q_i . k~_j) = max_j(q_i . k~_j) - log max_j F_ij``
+    (stable: ``max_j F_ij >= 1/m``), and ``sum_j count_j exp(q_i . k~_j) = exp(logsumexp) (F counts)_i``.
+    Needs ``f.f_row_max`` (``nystrom_factors(..., keep_row_max=True)``).
     """
-    top, j_star = f.f.max(dim=-1)  # (b, h, n)
-    bsz, h, n = top.shape
-    d = f.q.shape[-1]
-    k_star = f.k_land.gather(2, j_star[..., None].expand(bsz, h, n, d))
-    log_sum = (f.q * k_star).sum(dim=-1) - top.clamp_min(torch.finfo(top.dtype).tiny).log()
+    tiny = torch.finfo(f.f.dtype).tiny
+    log_sum = f.f_row_max - f.f.detach().amax(dim=-1).clamp_min(tiny).log()
     if bool(f.mask.all()):  # every segment holds l real tokens
         off = log_sum + math.log(f.segment)
     else:
@@ -68,14 +66,15 @@ def sampled_log_normaliser(f: NystromFactors, s_diag: torch.Tensor, num_samples:
 
 def trace_estimate(f: NystromFactors, normaliser: str, num_samples: int) -> torch.Tensor:
     """``tr S ~ sum over real rows of exp(s_ii - log Z_i)``, shape (b, h)."""
-    s_diag = (f.q * f.k).sum(dim=-1)  # (b, h, n)
+    s_diag = torch.einsum("bhnd,bhnd->bhn", f.q, f.k)
     if normaliser == "free":
         log_z = free_log_normaliser(f, s_diag)
     elif normaliser == "sampled":
         log_z = sampled_log_normaliser(f, s_diag, num_samples)
     else:
         raise ValueError(f"attention.normaliser must be one of {'|'.join(NORMALISERS)}; got {normaliser!r}")
-    diag = (s_diag - log_z).exp() * f.mask[:, None, :].to(s_diag.dtype)
+    # where, not a product: padded rows may hold inf (their F row is zero) and must not give NaN.
+    diag = torch.where(f.mask[:, None, :], (s_diag - log_z).exp(), s_diag.new_zeros(()))
     return diag.sum(dim=-1)
 
 
@@ -96,7 +95,11 @@ def top_singular_values(f: NystromFactors, pinv_a: torch.Tensor, rank: int) -> t
     l_f = _jittered_cholesky(gram_f)
     l_b = _jittered_cholesky(gram_b)
     core = l_f.transpose(-1, -2) @ pinv_a @ l_b
-    return torch.linalg.svdvals(core)[..., :rank].sum(dim=-1)
+    # Singular values as square roots of the eigenvalues of core core^T: a symmetric eigensolver is
+    # about twice as fast as an SVD here, and only the largest (well-separated from 0) are used.
+    eig = torch.linalg.eigvalsh(core @ core.transpose(-1, -2)).flip(-1)[..., :rank]
+    floor = torch.finfo(eig.dtype).eps * eig[..., :1].abs().clamp_min(1.0)  # keeps sqrt's gradient finite
+    return eig.clamp_min(0).add(floor).sqrt().sum(dim=-1)
 
 
 def _jittered_cholesky(gram: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ class NystromFactors:
     mask: torch.Tensor  # (b, N) bool, True = real token
     counts: torch.Tensor  # (b, m) real tokens per segment
     valid: torch.Tensor  # (b, m) bool, landmark has at least one real token
-    k_land: torch.Tensor  # (b, h, m, d) landmark keys (scaled)
+    f_row_max: torch.Tensor | None  # (b, h, N) max_j of Q K~^T (no grad), when asked for
     f: torch.Tensor  # (b, h, N, m), zero rows at padded queries
     a: torch.Tensor  # (b, h, m, m), zero rows and columns at empty landmarks
     b: torch.Tensor  # (b, h, m, N), zero rows at empty landmarks and zero columns at padded keys
@@ -79,8 +79,15 @@ def pad_and_mask(
 
 
 def nystrom_factors(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None, m: int
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None,
+    m: int,
+    keep_row_max: bool = False,
 ) -> NystromFactors:
+    """The landmark pieces. ``keep_row_max``: also return each row's max logit of ``F`` (with
+    ``max_j F_ij`` it gives the row's log-normaliser for free, see :mod:`attention._delta`)."""
     n, d = q.shape[-2], q.shape[-1]
     q, k, v, mask, padded = pad_and_mask(q, k, v, key_padding_mask, m)
     scale = d**-0.25
@@ -100,6 +107,7 @@ def nystrom_factors(
         f_logits = f_logits.masked_fill(empty_col, neg)
         a_logits = a_logits.masked_fill(empty_col, neg)
         b_logits = b_logits.masked_fill(~mask[:, None, None, :], neg)
+    f_row_max = f_logits.detach().amax(dim=-1) if keep_row_max else None
     f = f_logits.softmax(dim=-1)
     a = a_logits.softmax(dim=-1)
     b = b_logits.softmax(dim=-1)
@@ -109,7 +117,7 @@ def nystrom_factors(
         f = f * mask[:, None, :, None].to(f.dtype)
         a = a * (valid[:, None, :, None] & valid[:, None, None, :]).to(a.dtype)
         b = b * valid[:, None, :, None].to(b.dtype)
-    return NystromFactors(q, k, v, mask, counts, valid, k_land, f, a, b, n, segment)
+    return NystromFactors(q, k, v, mask, counts, valid, f_row_max, f, a, b, n, segment)
 
 
 def landmark_system(a: torch.Tensor, valid: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:

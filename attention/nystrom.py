@@ -84,6 +84,9 @@ class NystromAttention(AttentionBase):
         self.conv_kernel = conv_kernel
         self.skip = ValueConvSkip(num_heads, conv_kernel) if conv_kernel > 0 else None
 
+    # Whether combine() needs each row's max logit of F (spectral shift's free normaliser does).
+    keep_row_max = False
+
     def extra_repr(self) -> str:
         return (
             f"num_landmarks={self.num_landmarks}, pinv={self.pinv}, "
@@ -104,7 +107,9 @@ class NystromAttention(AttentionBase):
                 core = masked_softmax_attention(q32, k32, v32, key_padding_mask)
                 self.on_exact_fallback(q32)
             else:
-                factors = nystrom_factors(q32, k32, v32, key_padding_mask, self.num_landmarks)
+                factors = nystrom_factors(
+                    q32, k32, v32, key_padding_mask, self.num_landmarks, keep_row_max=self.keep_row_max
+                )
                 core = self.combine(factors)[:, :, :n]
         out = core.to(v.dtype)
         if self.skip is not None:

@@ -82,6 +82,7 @@ class SpectralShiftAttention(NystromAttention):
         self.normaliser = normaliser
         self.num_samples = num_samples
         self.fixed_delta = float(fixed_delta)
+        self.keep_row_max = delta == "trace" and normaliser == "free"
         # learned: delta = delta_max * sigmoid(theta) per head; theta = 0 starts at delta_max / 2.
         self.delta_logit = nn.Parameter(torch.zeros(num_heads)) if delta == "learned" else None
 

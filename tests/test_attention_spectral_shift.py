@@ -84,7 +84,7 @@ def test_sketch_and_projection_are_exact_at_m_equal_n_with_exact_pinv(form, knob
     ss = SpectralShiftAttention(
         2, 8, num_landmarks=24, conv_kernel=0, form=form, pinv="exact", rank=4, **knobs
     )
-    out = ss.combine(nystrom_factors(q, k, v, None, 24))
+    out = ss.combine(nystrom_factors(q, k, v, None, 24, keep_row_max=True))
     if knobs["delta"] == "fixed":
         torch.testing.assert_close(ss.diagnostics["delta"], torch.full((2,), 0.4))
     torch.testing.assert_close(out, exact(q, k, v), rtol=1e-8, atol=1e-10)
@@ -159,7 +159,7 @@ def test_beats_nystrom_on_self_attending_and_matches_it_elsewhere():
 def test_trace_estimate_with_all_keys_sampled_is_exact():
     q, k, v = self_attending(n=60, d=8, temperature=1.0)
     mask = lengths_mask(60, [60, 37])
-    f = nystrom_factors(q, k, v, mask, 6)
+    f = nystrom_factors(q, k, v, mask, 6, keep_row_max=True)
     est = trace_estimate(f, "sampled", num_samples=1000)
     truth = torch.stack([dense_softmax(q[0], k[0]).diagonal(dim1=-2, dim2=-1).sum(-1)])
     s1 = dense_softmax(q[1, :, :37], k[1, :, :37]).diagonal(dim1=-2, dim2=-1).sum(-1)
@@ -172,7 +172,7 @@ def test_trace_estimate_with_all_keys_sampled_is_exact():
 def test_top_singular_values_match_the_dense_approximant():
     q, k, v = qkv(n=70)
     mask = lengths_mask(70, [70, 44])
-    f = nystrom_factors(q, k, v, mask, 8)
+    f = nystrom_factors(q, k, v, mask, 8, keep_row_max=True)
     p = newton_schulz_pinv(landmark_system(f.a, f.valid), 6)
     dense = f.f @ p @ f.b  # (b, h, N, N): small enough here
     truth = torch.linalg.svdvals(dense)[..., :5].sum(-1)
@@ -187,7 +187,7 @@ def test_delta_diagnostic_is_per_head_batch_mean():
     delta = ss.diagnostics["delta"]
     assert delta.shape == (2,) and not delta.requires_grad
     assert ((delta >= 0) & (delta <= ss.delta_max)).all() and delta.min() > 0.2
-    f = nystrom_factors(q, k, v, None, 16)
+    f = nystrom_factors(q, k, v, None, 16, keep_row_max=True)
     per_item = ss.estimate_delta(f, None)
     torch.testing.assert_close(delta, per_item.float().mean(0))
 
@@ -205,7 +205,7 @@ def test_detached_delta_acts_as_a_constant():
     out.square().sum().backward()
     grads = [t.grad.clone() for t in (q, k, v)]
     fixed = SpectralShiftAttention(1, 16, num_landmarks=12, conv_kernel=0, delta="fixed")
-    fixed.fixed_delta = float(ss.estimate_delta(nystrom_factors(q, k, v, None, 12), None))
+    fixed.fixed_delta = float(ss.estimate_delta(nystrom_factors(q, k, v, None, 12, keep_row_max=True), None))
     for t in (q, k, v):
         t.grad = None
     out2 = fixed(q, k, v)
@@ -219,7 +219,7 @@ def test_landmark_estimator_uses_the_landmark_matrix():
     q, k, v = qkv(n=64)
     ss = SpectralShiftAttention(2, 8, num_landmarks=8, conv_kernel=0, delta="landmark", rank=2, delta_max=5.0)
     ss(q, k, v)
-    f = nystrom_factors(q, k, v, None, 8)
+    f = nystrom_factors(q, k, v, None, 8, keep_row_max=True)
     eig = torch.linalg.eigvalsh(0.5 * (f.a + f.a.transpose(-1, -2)))
     expected = ((f.a.diagonal(dim1=-2, dim2=-1).sum(-1) - eig[..., -2:].sum(-1)) / 6).clamp_min(0)
     torch.testing.assert_close(ss.diagnostics["delta"], expected.float().mean(0))
