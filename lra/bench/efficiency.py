@@ -1,0 +1,384 @@
+"""Efficiency: forward+backward time and peak memory of one attention layer vs sequence length.
+
+``python -m lra.bench efficiency [--lengths 512,...,16384] [--devices cpu,cuda]``
+
+- Time: all variants measured in one process, interleaved (every repetition runs each variant once,
+  in a rotating order) and repeated; reported as medians, and ratios as medians of per-repetition
+  ratios, so slow phases of a shared machine hit every variant alike. CUDA: CUDA events.
+- Memory, CPU: a fresh subprocess per (variant, length) runs one warm-up step, resets the kernel's
+  peak-RSS counter (``/proc/self/clear_refs``), runs the measured step, and reports ``VmHWM`` minus the
+  RSS just before it; glibc's mmap threshold is pinned so freed tensors really leave the RSS.
+  CUDA: ``max_memory_allocated`` minus the memory allocated before the step.
+- Rows: exact softmax (SDPA), our Nyström and spectral shift (config defaults, with and without the
+  conv skip), and the published ``nystrom-attention`` package as a reference (same m, iterations,
+  conv kernel; identity projections so that it sees the same q, k, v).
+
+Writes ``efficiency.json`` and ``efficiency.png`` (time and memory vs length, log scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from attention.nystrom import NystromAttention
+from attention.softmax import SoftmaxAttention
+from attention.spectral_shift import SpectralShiftAttention
+
+VARIANTS = (
+    "softmax",
+    "nystrom",
+    "spectral_shift",
+    "nystrom-noconv",
+    "spectral_shift-noconv",
+    "nystrom-attention-pkg",
+)
+BASELINE = "nystrom"
+
+
+class PackageNystrom(nn.Module):
+    """The ``nystrom-attention`` package's layer fed our q, k, v: its projections are identities."""
+
+    def __init__(self, heads: int, head_dim: int, landmarks: int, iterations: int, conv_kernel: int):
+        super().__init__()
+        from nystrom_attention import NystromAttention as Published
+
+        self.inner = Published(
+            dim=heads * head_dim,
+            dim_head=head_dim,
+            heads=heads,
+            num_landmarks=landmarks,
+            pinv_iterations=iterations,
+            residual=conv_kernel > 0,
+            residual_conv_kernel=max(conv_kernel, 1),
+        )
+        self.inner.to_qkv = nn.Identity()
+        self.inner.to_out = nn.Identity()
+
+    def forward(self, q, k, v, key_padding_mask=None):
+        b, h, n, d = q.shape
+        x = torch.cat([t.transpose(1, 2).reshape(b, n, h * d) for t in (q, k, v)], dim=-1)
+        out = self.inner(x, mask=key_padding_mask)
+        return out.reshape(b, n, h, d).transpose(1, 2)
+
+
+def build(variant: str, heads: int, head_dim: int, landmarks: int) -> nn.Module:
+    if variant == "softmax":
+        return SoftmaxAttention(heads, head_dim)
+    if variant.startswith("nystrom-attention-pkg"):
+        return PackageNystrom(heads, head_dim, landmarks, iterations=6, conv_kernel=35)
+    conv = 0 if variant.endswith("-noconv") else 35
+    if variant.startswith("nystrom"):
+        return NystromAttention(heads, head_dim, num_landmarks=landmarks, conv_kernel=conv)
+    if variant.startswith("spectral_shift"):
+        return SpectralShiftAttention(heads, head_dim, num_landmarks=landmarks, conv_kernel=conv)
+    raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+
+
+def make_inputs(batch, heads, n, head_dim, device, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    q, k, v, grad = (torch.randn(batch, heads, n, head_dim, generator=g).to(device) for _ in range(4))
+    for t in (q, k, v):
+        t.requires_grad_()
+    return q, k, v, grad
+
+
+def step(module, q, k, v, grad) -> None:
+    """One forward+backward of the layer, with gradients for q, k, v and the layer's parameters."""
+    for t in (q, k, v):
+        t.grad = None
+    module.zero_grad(set_to_none=True)
+    out = module(q, k, v, None)
+    out.backward(grad)
+
+
+# -- time ----------------------------------------------------------------------------------------
+
+
+def _timer(device: str):
+    if device == "cuda":
+
+        def timed(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1000.0
+
+    else:
+
+        def timed(fn):
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+
+    return timed
+
+
+def time_length(variants, n, args, device) -> dict[str, list[float]]:
+    """Interleaved, repeated forward+backward times (seconds) of every variant at length ``n``."""
+    q, k, v, grad = make_inputs(args.batch, args.heads, n, args.head_dim, device)
+    modules = {name: build(name, args.heads, args.head_dim, args.landmarks).to(device) for name in variants}
+    timed = _timer(device)
+    for module in modules.values():  # warm-up: lazy initialisation, allocator caches
+        for _ in range(args.warmup):
+            step(module, q, k, v, grad)
+    samples = {name: [] for name in modules}
+    order = list(modules)
+    for rep in range(args.reps):
+        shift = rep % len(order)  # rotate the order so no variant always runs first or last
+        for name in order[shift:] + order[:shift]:
+            module = modules[name]
+            samples[name].append(timed(lambda module=module: step(module, q, k, v, grad)))
+    return samples
+
+
+def paired_ratio(samples: dict[str, list[float]], name: str, base: str) -> float | None:
+    if name not in samples or base not in samples:
+        return None
+    return statistics.median(a / b for a, b in zip(samples[name], samples[base], strict=True))
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def measure_memory_here(variant, n, args, device) -> dict:
+    """Peak memory of one forward+backward, measured in this (fresh) process."""
+    q, k, v, grad = make_inputs(args.batch, args.heads, n, args.head_dim, device)
+    module = build(variant, args.heads, args.head_dim, args.landmarks).to(device)
+    step(module, q, k, v, grad)  # warm-up: one-off allocations are not the layer's working memory
+    for t in (q, k, v):
+        t.grad = None
+    if device == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step(module, q, k, v, grad)
+        torch.cuda.synchronize()
+        return {
+            "peak_bytes": torch.cuda.max_memory_allocated() - before,
+            "method": "cuda_max_memory_allocated",
+        }
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
+        method = "VmHWM after clear_refs minus VmRSS before"
+    except OSError:
+        method = "ru_maxrss (not reset: an under-estimate if an earlier peak was higher)"
+    before = _status_kib("VmRSS")
+    step(module, q, k, v, grad)
+    peak = _status_kib("VmHWM")
+    return {"peak_bytes": max(peak - before, 0) * 1024, "method": method}
+
+
+def measure_memory(variant, n, args, device) -> dict:
+    """Run :func:`measure_memory_here` in a fresh interpreter (CPU peak RSS is per process)."""
+    if device == "cuda":
+        return measure_memory_here(variant, n, args, device)
+    cmd = [
+        sys.executable,
+        "-m",
+        "lra.bench.efficiency",
+        "--worker",
+        f"{variant}:{n}",
+        f"--batch={args.batch}",
+        f"--heads={args.heads}",
+        f"--head-dim={args.head_dim}",
+        f"--landmarks={args.landmarks}",
+        f"--threads={args.threads}",
+    ]
+    # A fixed mmap threshold: large blocks are mmap'd and returned to the OS when freed, so the RSS
+    # follows live tensors instead of glibc's cached heap.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.worker_timeout)
+    if done.returncode != 0:
+        return {"peak_bytes": None, "error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def format_table(results: dict, device: str) -> str:
+    rows = results[device]
+    lengths = sorted({r["n"] for r in rows})
+    names = list(dict.fromkeys(r["variant"] for r in rows))
+    by = {(r["variant"], r["n"]): r for r in rows}
+
+    def cell(name, n, key, fmt):
+        r = by.get((name, n))
+        return "–" if r is None or r.get(key) is None else fmt(r[key])
+
+    out = [f"### {device}: forward+backward time (ms, median)", ""]
+    out += ["| variant | " + " | ".join(str(n) for n in lengths) + " |", "|" + " --- |" * (len(lengths) + 1)]
+    for name in names:
+        out.append(
+            f"| {name} | "
+            + " | ".join(cell(name, n, "time_s", lambda x: f"{1e3 * x:.1f}") for n in lengths)
+            + " |"
+        )
+    out += ["", f"### {device}: time relative to {BASELINE} (median of paired ratios)", ""]
+    out += ["| variant | " + " | ".join(str(n) for n in lengths) + " |", "|" + " --- |" * (len(lengths) + 1)]
+    for name in names:
+        out.append(
+            f"| {name} | "
+            + " | ".join(cell(name, n, "ratio_to_nystrom", lambda x: f"{x:.2f}") for n in lengths)
+            + " |"
+        )
+    out += ["", f"### {device}: peak memory of one forward+backward (MiB)", ""]
+    out += ["| variant | " + " | ".join(str(n) for n in lengths) + " |", "|" + " --- |" * (len(lengths) + 1)]
+    for name in names:
+        out.append(
+            f"| {name} | "
+            + " | ".join(cell(name, n, "peak_bytes", lambda x: f"{x / 2**20:.1f}") for n in lengths)
+            + " |"
+        )
+    return "\n".join(out)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    devices = list(results)
+    fig, axes = plt.subplots(len(devices), 2, figsize=(11, 4.2 * len(devices)), squeeze=False)
+    for row, device in enumerate(devices):
+        rows = results[device]
+        for name in dict.fromkeys(r["variant"] for r in rows):
+            mine = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["n"])
+            t = [(r["n"], 1e3 * r["time_s"]) for r in mine if r.get("time_s") is not None]
+            m = [(r["n"], r["peak_bytes"] / 2**20) for r in mine if r.get("peak_bytes")]
+            style = {"marker": "o", "linestyle": "--" if "pkg" in name or "noconv" in name else "-"}
+            if t:
+                axes[row][0].plot(*zip(*t, strict=True), label=name, **style)
+            if m:
+                axes[row][1].plot(*zip(*m, strict=True), label=name, **style)
+        axes[row][0].set(
+            title=f"{device}: forward+backward time",
+            xlabel="sequence length n",
+            ylabel="ms",
+            xscale="log",
+            yscale="log",
+        )
+        axes[row][1].set(
+            title=f"{device}: peak memory",
+            xlabel="sequence length n",
+            ylabel="MiB",
+            xscale="log",
+            yscale="log",
+        )
+        for ax in axes[row]:
+            ax.set_xscale("log", base=2)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[row][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv):
+    def ints(s):
+        return [int(x) for x in s.split(",")]
+
+    p = argparse.ArgumentParser(prog="python -m lra.bench efficiency", description=__doc__.split("\n\n")[0])
+    p.add_argument("--lengths", type=ints, default=[512, 1024, 2048, 4096, 8192, 16384])
+    p.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS))
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--head-dim", type=int, default=32)
+    p.add_argument("--landmarks", type=int, default=64)
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions per variant and length")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--softmax-max-len", type=int, default=8192, help="skip exact softmax above this on CPU")
+    p.add_argument(
+        "--devices", type=lambda s: s.split(","), default=None, help="default: cpu, and cuda if present"
+    )
+    p.add_argument("--no-memory", action="store_true", help="time only")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--worker-timeout", type=float, default=600.0)
+    p.add_argument("--out", default="outputs/bench/efficiency")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: "variant:n"
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        variant, n = args.worker.rsplit(":", 1)
+        print(json.dumps(measure_memory_here(variant, int(n), args, "cpu")))
+        return 0
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    results: dict[str, list[dict]] = {}
+    for device in devices:
+        results[device] = []
+        for n in args.lengths:
+            variants = [
+                v
+                for v in args.variants
+                if not (v == "softmax" and device == "cpu" and n > args.softmax_max_len)
+            ]
+            try:
+                samples = time_length(variants, n, args, device)
+            except torch.OutOfMemoryError:
+                samples = {}
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+            for name in variants:
+                row = {"variant": name, "n": n, "device": device}
+                if name in samples:
+                    row |= {
+                        "time_s": statistics.median(samples[name]),
+                        "time_samples_s": samples[name],
+                        "ratio_to_nystrom": paired_ratio(samples, name, BASELINE),
+                        "ratio_to_softmax": paired_ratio(samples, name, "softmax"),
+                    }
+                if not args.no_memory:
+                    row |= measure_memory(name, n, args, device)
+                results[device].append(row)
+            print(f"  {device} n={n} done ({time.time() - started:.0f}s)", file=sys.stderr)
+    record = {
+        "benchmark": "efficiency",
+        "args": {k: v for k, v in vars(args).items() if k != "worker"},
+        "results": results,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cuda_device": torch.cuda.get_device_name() if "cuda" in devices else None,
+        "wall_s": time.time() - started,
+    }
+    (out / "efficiency.json").write_text(json.dumps(record, indent=1))
+    plot(results, out / "efficiency.png")
+    for device in results:
+        print(format_table(results, device) + "\n")
+    print(f"wrote {out / 'efficiency.json'} and {out / 'efficiency.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

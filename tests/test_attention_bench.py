@@ -1,0 +1,121 @@
+"""Smoke tests of the attention benchmarks (tiny sizes) and of the q/k/v capture hooks."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+from attention import NystromAttention, SoftmaxAttention
+from lra.bench import efficiency, fidelity
+from lra.bench.__main__ import main as bench_main
+from lra.bench.capture import capture_model
+from lra.bench.regimes import diagonal_mass, exact_attention, make_regime
+
+
+def test_fidelity_smoke(tmp_path, capsys):
+    argv = ["fidelity", "--lengths", "48,96", "--landmarks", "16", "--dim", "8", "--temperatures", "0.5,1"]
+    argv += [
+        "--table-length",
+        "96",
+        "--out",
+        str(tmp_path),
+        "--settings",
+        "ss-core-trace-free,ss-sketch-landmark",
+    ]
+    assert bench_main(argv) == 0
+    record = json.loads((tmp_path / "fidelity.json").read_text())
+    assert (tmp_path / "fidelity.png").stat().st_size > 0
+    settings = {r["setting"] for r in record["rows"]}
+    assert settings == {"nystrom", "ss-core-trace-free", "ss-sketch-landmark"}
+    assert len(record["rows"]) == 3 * 2 * 2 * 3  # regimes x temperatures x lengths x settings
+    assert all(r["ratio"] == 1.0 for r in record["rows"] if r["setting"] == "nystrom")
+    assert "| self |" in capsys.readouterr().out
+
+
+def test_efficiency_smoke(tmp_path):
+    argv = ["--lengths", "64,128", "--batch", "1", "--landmarks", "16", "--reps", "2", "--devices", "cpu"]
+    argv += ["--variants", "softmax,nystrom,spectral_shift", "--no-memory", "--out", str(tmp_path)]
+    assert efficiency.main(argv) == 0
+    record = json.loads((tmp_path / "efficiency.json").read_text())
+    rows = record["results"]["cpu"]
+    expected = {(v, n) for v in ("softmax", "nystrom", "spectral_shift") for n in (64, 128)}
+    assert {(r["variant"], r["n"]) for r in rows} == expected
+    for r in rows:
+        assert r["time_s"] > 0 and len(r["time_samples_s"]) == 2
+    assert all(r["ratio_to_nystrom"] == 1.0 for r in rows if r["variant"] == "nystrom")
+    assert (tmp_path / "efficiency.png").stat().st_size > 0
+
+
+def test_cpu_peak_memory_is_measured_in_a_fresh_process():
+    args = efficiency.parse_args(["--batch", "4", "--landmarks", "16"])
+    small = efficiency.measure_memory("nystrom", 1024, args, "cpu")  # subprocess
+    assert small["peak_bytes"] is not None and "VmHWM" in small["method"]
+    # The forward+backward needs at least the gradients of q, k, v (4 x 2 x 1024 x 32 fp32 each).
+    assert small["peak_bytes"] >= 3 * 4 * 2 * 1024 * 32 * 4
+    big = efficiency.measure_memory("nystrom", 4096, args, "cpu")  # grows with n
+    assert big["peak_bytes"] > 2 * small["peak_bytes"]
+
+
+def test_package_reference_row_runs_on_our_inputs():
+    q, k, v, grad = efficiency.make_inputs(1, 2, 128, 8, "cpu")
+    module = efficiency.build("nystrom-attention-pkg", 2, 8, 16)
+    efficiency.step(module, q, k, v, grad)
+    assert torch.isfinite(q.grad).all()
+
+
+def test_regimes_behave_as_named():
+    q, k, v = make_regime("self", 1, 2, 256, 64, temperature=0.5)
+    assert diagonal_mass(q, k) > 0.9
+    q, k, v = make_regime("random", 1, 2, 256, 64, temperature=1.0)
+    assert diagonal_mass(q, k) < 0.05
+    mask = torch.arange(256)[None, :] < 200
+    ref = exact_attention(q, k, v, mask)
+    torch.testing.assert_close(ref[:, :, :200], SoftmaxAttention(2, 64)(q, k, v, mask)[:, :, :200])
+
+
+class TinyModel(nn.Module):
+    """Stands in for models.transformer.LRATransformer: named_attention() and a forward that calls
+    each attention core with (q, k, v, mask)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 3 * 8)
+        self.cores = nn.ModuleList([NystromAttention(2, 4, num_landmarks=4), SoftmaxAttention(2, 4)])
+
+    def named_attention(self):
+        for i, core in enumerate(self.cores):
+            yield f"layer{i}", core
+
+    def forward(self, input_ids, mask=None):
+        x = torch.nn.functional.one_hot(input_ids, 8).float()
+        for core in self.cores:
+            q, k, v = (t.view(*x.shape[:2], 2, 4).transpose(1, 2) for t in self.proj(x).chunk(3, -1))
+            x = x + core(q, k, v, key_padding_mask=mask).transpose(1, 2).reshape(x.shape)
+        return x.mean(1)
+
+
+def test_capture_records_each_layer_and_checkpoint_rows(tmp_path):
+    model = TinyModel()
+    batch = {
+        "input_ids": torch.randint(0, 8, (3, 20)),
+        "mask": torch.arange(20)[None, :] < torch.tensor([[20], [15], [9]]),
+        "label": torch.zeros(3),
+    }
+    captured = capture_model(model, batch)
+    assert list(captured) == ["layer0", "layer1"]
+    q, k, v, mask = captured["layer0"][0]
+    assert q.shape == (3, 2, 20, 4) and torch.equal(mask, batch["mask"])
+    assert not model.cores[0]._forward_pre_hooks  # hooks removed afterwards
+    args = fidelity.parse_args(["--landmarks", "4", "--settings", "ss-core-trace-free"])
+    settings = {k: v for k, v in fidelity_settings_subset(args).items()}
+    rows = fidelity.run_checkpoint(args, settings, captured)
+    assert {r["regime"] for r in rows} == {"checkpoint:layer0", "checkpoint:layer1"}
+    assert all(r["error"] >= 0 for r in rows)
+
+
+def fidelity_settings_subset(args):
+    from lra.bench.settings import fidelity_settings
+
+    return {k: v for k, v in fidelity_settings(args.landmarks).items() if k in ("nystrom", *args.settings)}
