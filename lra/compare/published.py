@@ -1,7 +1,7 @@
 """Published LRA test accuracies (%), shown beside our own rows and always marked as published.
 
-Copied from the papers' own tables: the LRA paper's
-JAX Transformer, and the PyTorch re-runs of the Nyströmformer, xformers and Skyformer authors.
+Copied from the papers' own tables: the LRA paper's JAX Transformer, and the PyTorch re-runs of the
+Nyströmformer, xformers and Skyformer authors.
 """
 
 from __future__ import annotations

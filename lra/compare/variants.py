@@ -118,7 +118,7 @@ def assign_variants(runs: list[Run]) -> dict[str, list[str]]:
     """Label every run (``run.variant``); returns the variant keys per attention.
 
     The label names only the keys where a run departs from the most common value among that
-    attention's runs of the same task (the task's usual value: vocabulary sizes differ between tasks
+    attention's completed runs of the same task (the task's usual value: vocabulary sizes differ between tasks
     without making rows), so the usual configuration is just ``softmax`` and the odd ones say what
     is odd.
     """
@@ -130,9 +130,12 @@ def assign_variants(runs: list[Run]) -> dict[str, list[str]]:
         configs = [relevant(r.config) for r in group]
         shown_keys = _representatives(keys.get(attention, []), configs)
         names = short_names(shown_keys)
+        # The usual setting is what completed runs used (failed runs do not define it), unless none did.
+        ok_tasks = {r.task for r in group if r.ok}
         per_task: dict[str, list[dict[str, str]]] = defaultdict(list)
         for run, config in zip(group, configs, strict=True):
-            per_task[run.task].append(config)
+            if run.ok or run.task not in ok_tasks:
+                per_task[run.task].append(config)
         common = {
             (task, k): _most_common([c.get(k, UNSET) for c in task_configs])
             for task, task_configs in per_task.items()
