@@ -82,22 +82,22 @@ def top_singular_values(f: NystromFactors, pinv_a: torch.Tensor, rank: int) -> t
     """Sum of the top-``rank`` singular values of the Nyström approximant ``F pinv(A) B``, shape (b, h).
 
     With ``F = Q_F R_F`` and ``B^T = Q_B R_B``: ``F P B = Q_F (R_F P R_B^T) Q_B^T``, so the singular
-    values are those of the m x m core ``R_F P R_B^T``. ``R`` is taken as the Cholesky factor of the
-    Gram matrix (``R_F^T R_F = F^T F``), which is the QR's R up to signs and costs two batched GEMMs
-    instead of two Householder QRs. A tiny relative jitter keeps Cholesky defined when F or B is rank
-    deficient; it moves only singular values far below the top ones.
+    values are those of the m x m core ``R_F P R_B^T``, i.e. the square roots of the eigenvalues of
+    ``R_F P (R_B^T R_B) P^T R_F^T = R_F P G_B P^T R_F^T`` with the Gram matrix ``G_B = B B^T``.
+    ``R_F`` is the (transposed) Cholesky factor of ``G_F = F^T F``, the QR's R up to signs: two
+    batched GEMMs and one m x m Cholesky instead of two Householder QRs of n x m matrices. A tiny
+    relative jitter keeps Cholesky defined when F is rank deficient; it moves only singular values far
+    below the top ones. (The Grams must stay in fp32: rounding them to bf16 puts noise in F's
+    near-null directions that pinv(A) then amplifies into spurious top singular values.)
     """
     if rank == 0:
         return f.f.new_zeros(f.f.shape[:2])
     gram_f = f.f.transpose(-1, -2) @ f.f  # padded query rows of F are zero
-
     gram_b = f.b @ f.b.transpose(-1, -2)
-    l_f = _jittered_cholesky(gram_f)
-    l_b = _jittered_cholesky(gram_b)
-    core = l_f.transpose(-1, -2) @ pinv_a @ l_b
-    # Singular values as square roots of the eigenvalues of core core^T: a symmetric eigensolver is
-    # about twice as fast as an SVD here, and only the largest (well-separated from 0) are used.
-    eig = torch.linalg.eigvalsh(core @ core.transpose(-1, -2)).flip(-1)[..., :rank]
+    r_f = _jittered_cholesky(gram_f).transpose(-1, -2)
+    left = r_f @ pinv_a
+    sym = left @ gram_b @ left.transpose(-1, -2)
+    eig = torch.linalg.eigvalsh(0.5 * (sym + sym.transpose(-1, -2))).flip(-1)[..., :rank]
     floor = torch.finfo(eig.dtype).eps * eig[..., :1].abs().clamp_min(1.0)  # keeps sqrt's gradient finite
     return eig.clamp_min(0).add(floor).sqrt().sum(dim=-1)
 

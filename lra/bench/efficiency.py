@@ -37,6 +37,7 @@ from attention.spectral_shift import SpectralShiftAttention
 
 VARIANTS = (
     "softmax",
+    "softmax-dense",
     "nystrom",
     "spectral_shift",
     "nystrom-noconv",
@@ -44,6 +45,17 @@ VARIANTS = (
     "nystrom-attention-pkg",
 )
 BASELINE = "nystrom"
+
+
+class DenseSoftmax(nn.Module):
+    """Softmax attention that materialises the n x n matrix (what the Nyströmformer paper compared
+    against); ``softmax`` is PyTorch's fused SDPA, whose CPU and CUDA kernels never store it."""
+
+    def forward(self, q, k, v, key_padding_mask=None):
+        s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        if key_padding_mask is not None:
+            s = s.masked_fill(~key_padding_mask[:, None, None, :], float("-inf"))
+        return s.softmax(dim=-1) @ v
 
 
 class PackageNystrom(nn.Module):
@@ -75,6 +87,8 @@ class PackageNystrom(nn.Module):
 def build(variant: str, heads: int, head_dim: int, landmarks: int) -> nn.Module:
     if variant == "softmax":
         return SoftmaxAttention(heads, head_dim)
+    if variant == "softmax-dense":
+        return DenseSoftmax()
     if variant.startswith("nystrom-attention-pkg"):
         return PackageNystrom(heads, head_dim, landmarks, iterations=6, conv_kernel=35)
     conv = 0 if variant.endswith("-noconv") else 35
@@ -308,16 +322,27 @@ def parse_args(argv):
     p.add_argument("--landmarks", type=int, default=64)
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per variant and length")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--softmax-max-len", type=int, default=8192, help="skip exact softmax above this on CPU")
+    p.add_argument("--softmax-max-len", type=int, default=8192, help="skip SDPA softmax above this on CPU")
+    p.add_argument(
+        "--dense-max-len", type=int, default=4096, help="skip dense softmax above this (n^2 memory)"
+    )
     p.add_argument(
         "--devices", type=lambda s: s.split(","), default=None, help="default: cpu, and cuda if present"
     )
     p.add_argument("--no-memory", action="store_true", help="time only")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    # One thread by default: on a CPU shared with other jobs a second thread mostly waits for a busy
+    # core, which adds noise that differs between variants with many small ops and few large ones.
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (intra-op)")
     p.add_argument("--worker-timeout", type=float, default=600.0)
     p.add_argument("--out", default="outputs/bench/efficiency")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: "variant:n"
     return p.parse_args(argv)
+
+
+def skipped(variant: str, n: int, device: str, args) -> bool:
+    if variant == "softmax-dense":
+        return n > args.dense_max_len
+    return variant == "softmax" and device == "cpu" and n > args.softmax_max_len
 
 
 def main(argv=None) -> int:

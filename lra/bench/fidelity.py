@@ -115,13 +115,13 @@ def is_self_attending(row: dict) -> bool:
     return row["regime"] == "self"
 
 
-def summarise(rows: list[dict], n: int) -> dict[str, dict]:
-    """Per setting at length ``n``: worst ratio outside the self-attending regime, worst and geometric
+def summarise(rows: list[dict], n: int | None) -> dict[str, dict]:
+    """Per setting at length ``n`` (None: all lengths): worst ratio outside the self-attending regime, worst and geometric
     mean ratio on it, and whether the issue's goals hold. The defaults are chosen from this."""
     summary: dict[str, dict] = {}
     for setting in dict.fromkeys(r["setting"] for r in rows):
         mine = [r for r in rows if r["setting"] == setting and r["ratio"] is not None]
-        mine = [r for r in mine if r["n"] == n or r["source"] == "checkpoint"]
+        mine = [r for r in mine if n is None or r["n"] == n or r["source"] == "checkpoint"]
         other = [r["ratio"] for r in mine if not is_self_attending(r)]
         selfs = [r["ratio"] for r in mine if is_self_attending(r)]
         entry = {
@@ -240,7 +240,7 @@ def parse_args(argv):
     p.add_argument("--dim", type=int, default=64, help="head dimension of the synthetic q, k, v")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--temperatures", type=floats, default=[0.5, 1.0, 2.0])
+    p.add_argument("--temperatures", type=floats, default=[0.25, 0.5, 1.0, 2.0])
     p.add_argument("--regimes", type=lambda s: s.split(","), default=list(REGIMES))
     p.add_argument("--settings", type=lambda s: s.split(","), default=None, help="subset of setting names")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
@@ -274,6 +274,7 @@ def main(argv=None) -> int:
         "settings": {k: {"class": c.__name__, **knobs} for k, (c, knobs) in settings.items()},
         "rows": rows,
         "summary_at_table_length": summary,
+        "summary_all_lengths": summarise(rows, None),
         "recommended": recommend(summary),
         "goals": {"elsewhere_ratio_max": ELSEWHERE_RATIO, "self_ratio_max": SELF_RATIO},
         "torch": torch.__version__,
