@@ -12,6 +12,8 @@ from pytorch_lightning import Callback
 def real_tokens(batch) -> torch.Tensor:
     """Unpadded tokens in a batch (both documents for two-tower tasks), as a tensor on the batch's
     device: turning it into a Python number every step would force a GPU sync every step."""
+    if "mask" not in batch:  # an unpadded batch: every position is real
+        return torch.tensor(batch["input_ids"].numel())
     n = batch["mask"].sum()
     if "mask2" in batch:
         n = n + batch["mask2"].sum()
