@@ -27,7 +27,7 @@ def free_log_normaliser(f: NystromFactors, s_diag: torch.Tensor) -> torch.Tensor
     """
     tiny = torch.finfo(f.f.dtype).tiny
     log_sum = f.f_row_max - f.f.detach().amax(dim=-1).clamp_min(tiny).log()
-    if bool(f.mask.all()):  # every segment holds l real tokens
+    if not f.padded:  # every segment holds l real tokens
         off = log_sum + math.log(f.segment)
     else:
         weighted = f.f @ f.counts.to(f.f.dtype)[:, None, :, None]  # (b, h, n, 1)
@@ -106,12 +106,12 @@ def _jittered_cholesky(gram: torch.Tensor) -> torch.Tensor:
     m = gram.shape[-1]
     eps = torch.finfo(gram.dtype).eps
     mean_diag = gram.diagonal(dim1=-2, dim2=-1).mean(dim=-1).clamp_min(torch.finfo(gram.dtype).tiny)
-    jitter = (m * eps) * mean_diag
     eye = torch.eye(m, dtype=gram.dtype, device=gram.device)
-    factor, info = torch.linalg.cholesky_ex(gram + jitter[..., None, None] * eye)
-    if bool((info > 0).any()):  # rare: retry the failed matrices with a much larger jitter
-        factor, _ = torch.linalg.cholesky_ex(gram + (math.sqrt(eps) * mean_diag)[..., None, None] * eye)
-    return factor
+    factor, info = torch.linalg.cholesky_ex(gram + ((m * eps) * mean_diag)[..., None, None] * eye)
+    # Rarely the tiny jitter is not enough; a second factor with a much larger one stands in for the
+    # failed matrices. Both are computed (m x m, cheap) so that no device sync decides between them.
+    safe, _ = torch.linalg.cholesky_ex(gram + (math.sqrt(eps) * mean_diag)[..., None, None] * eye)
+    return torch.where((info > 0)[..., None, None], safe, factor)
 
 
 def tail_mean(

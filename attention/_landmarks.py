@@ -37,6 +37,7 @@ class NystromFactors:
     b: torch.Tensor  # (b, h, m, N), zero rows at empty landmarks and zero columns at padded keys
     n: int  # original length
     segment: int  # l, tokens per segment
+    padded: bool  # whether any position is masked (known without a device sync)
 
 
 def segment_means(x: torch.Tensor, counts: torch.Tensor, num_segments: int) -> torch.Tensor:
@@ -117,7 +118,7 @@ def nystrom_factors(
         f = f * mask[:, None, :, None].to(f.dtype)
         a = a * (valid[:, None, :, None] & valid[:, None, None, :]).to(a.dtype)
         b = b * valid[:, None, :, None].to(b.dtype)
-    return NystromFactors(q, k, v, mask, counts, valid, f_row_max, f, a, b, n, segment)
+    return NystromFactors(q, k, v, mask, counts, valid, f_row_max, f, a, b, n, segment, padded)
 
 
 def landmark_system(a: torch.Tensor, valid: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:

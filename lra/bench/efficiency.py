@@ -158,6 +158,35 @@ def time_length(variants, n, args, device) -> dict[str, list[float]]:
     return samples
 
 
+def time_length_isolated(variants, n, args) -> dict[str, list[float]]:
+    """:func:`time_length` in a fresh interpreter: one length's tensors never share a heap with the
+    next length's (a long CPU run otherwise grows its RSS through allocator fragmentation)."""
+    cmd = [sys.executable, "-m", "lra.bench.efficiency", "--time-worker", str(n), *_shape_flags(args)]
+    cmd += [f"--variants={','.join(variants)}", f"--reps={args.reps}", f"--warmup={args.warmup}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_worker_env(), timeout=args.worker_timeout)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["failed"]
+        print(f"  timing at n={n} failed: {tail[0]}", file=sys.stderr)
+        return {}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _shape_flags(args) -> list[str]:
+    return [
+        f"--batch={args.batch}",
+        f"--heads={args.heads}",
+        f"--head-dim={args.head_dim}",
+        f"--landmarks={args.landmarks}",
+        f"--threads={args.threads}",
+    ]
+
+
+def _worker_env() -> dict:
+    # A fixed mmap threshold: large blocks are mmap'd and returned to the OS when freed, so the RSS
+    # follows live tensors instead of glibc's cached heap.
+    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
 def paired_ratio(samples: dict[str, list[float]], name: str, base: str) -> float | None:
     if name not in samples or base not in samples:
         return None
@@ -206,22 +235,8 @@ def measure_memory(variant, n, args, device) -> dict:
     """Run :func:`measure_memory_here` in a fresh interpreter (CPU peak RSS is per process)."""
     if device == "cuda":
         return measure_memory_here(variant, n, args, device)
-    cmd = [
-        sys.executable,
-        "-m",
-        "lra.bench.efficiency",
-        "--worker",
-        f"{variant}:{n}",
-        f"--batch={args.batch}",
-        f"--heads={args.heads}",
-        f"--head-dim={args.head_dim}",
-        f"--landmarks={args.landmarks}",
-        f"--threads={args.threads}",
-    ]
-    # A fixed mmap threshold: large blocks are mmap'd and returned to the OS when freed, so the RSS
-    # follows live tensors instead of glibc's cached heap.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.worker_timeout)
+    cmd = [sys.executable, "-m", "lra.bench.efficiency", "--worker", f"{variant}:{n}", *_shape_flags(args)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_worker_env(), timeout=args.worker_timeout)
     if done.returncode != 0:
         return {"peak_bytes": None, "error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -336,6 +351,7 @@ def parse_args(argv):
     p.add_argument("--worker-timeout", type=float, default=600.0)
     p.add_argument("--out", default="outputs/bench/efficiency")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: "variant:n"
+    p.add_argument("--time-worker", type=int, default=None, help=argparse.SUPPRESS)  # internal: n
     return p.parse_args(argv)
 
 
@@ -351,6 +367,9 @@ def main(argv=None) -> int:
     if args.worker:
         variant, n = args.worker.rsplit(":", 1)
         print(json.dumps(measure_memory_here(variant, int(n), args, "cpu")))
+        return 0
+    if args.time_worker:
+        print(json.dumps(time_length(args.variants, args.time_worker, args, "cpu")))
         return 0
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
@@ -368,11 +387,13 @@ def main(argv=None) -> int:
                 for v in args.variants
                 if not (v == "softmax" and device == "cpu" and n > args.softmax_max_len)
             ]
-            try:
-                samples = time_length(variants, n, args, device)
-            except torch.OutOfMemoryError:
-                samples = {}
-                if device == "cuda":
+            if device == "cpu":
+                samples = time_length_isolated(variants, n, args)
+            else:
+                try:
+                    samples = time_length(variants, n, args, device)
+                except torch.OutOfMemoryError:
+                    samples = {}
                     torch.cuda.empty_cache()
             for name in variants:
                 row = {"variant": name, "n": n, "device": device}
@@ -387,9 +408,19 @@ def main(argv=None) -> int:
                     row |= measure_memory(name, n, args, device)
                 results[device].append(row)
             print(f"  {device} n={n} done ({time.time() - started:.0f}s)", file=sys.stderr)
+            write_record(out, args, results, devices, started)  # partial results survive a crash
+    write_record(out, args, results, devices, started)
+    plot(results, out / "efficiency.png")
+    for device in results:
+        print(format_table(results, device) + "\n")
+    print(f"wrote {out / 'efficiency.json'} and {out / 'efficiency.png'}")
+    return 0
+
+
+def write_record(out: Path, args, results, devices, started) -> dict:
     record = {
         "benchmark": "efficiency",
-        "args": {k: v for k, v in vars(args).items() if k != "worker"},
+        "args": {k: v for k, v in vars(args).items() if k not in ("worker", "time_worker")},
         "results": results,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -398,11 +429,7 @@ def main(argv=None) -> int:
         "wall_s": time.time() - started,
     }
     (out / "efficiency.json").write_text(json.dumps(record, indent=1))
-    plot(results, out / "efficiency.png")
-    for device in results:
-        print(format_table(results, device) + "\n")
-    print(f"wrote {out / 'efficiency.json'} and {out / 'efficiency.png'}")
-    return 0
+    return record
 
 
 if __name__ == "__main__":
