@@ -11,7 +11,7 @@ from lra.compare.render import table_html
 from lra.compare.tables import Table
 
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1400px;
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1320px;
        padding: 0 16px; color: #222; }
 h1 { margin-bottom: 4px; } h2 { margin-top: 36px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 .meta { color: #666; font-size: 13px; }
@@ -29,7 +29,7 @@ tr.failed td { background: #fdecea; color: #8a1c12; }
 #runs-table td:last-child { white-space: normal; text-align: left; max-width: 480px; }
 #runs-table td:nth-last-child(2) { text-align: left; }
 .note { color: #555; font-size: 12px; margin: 2px 0; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 8px; }
+.grid { display: flex; flex-wrap: wrap; gap: 8px; }
 .bench img { max-width: 100%; border: 1px solid #eee; }
 .counts span { margin-right: 14px; }
 .failed-count { color: #8a1c12; font-weight: 600; }

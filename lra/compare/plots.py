@@ -18,7 +18,7 @@ try:
 except ImportError:  # the tables and results.md still work; the page says how to get plots
     go = None
 
-PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+PLOT_CONFIG = {"displaylogo": False}
 
 
 def available() -> bool:
@@ -29,11 +29,23 @@ def plotly_js() -> str:
     return get_plotlyjs() if go is not None else ""
 
 
-def _html(fig) -> str:
+PLOT_WIDTH = 640  # two plots side by side on the page
+
+
+def _html(fig, width: int = PLOT_WIDTH) -> str:
     fig.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50})
     if fig.layout.height is None:
         fig.update_layout(height=380)
-    return fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG)
+    # Fixed pixel sizes: plots sized from their container can overflow it when the browser lays
+    # the page out after plotly drew them.
+    fig.update_layout(width=width, autosize=False)
+    return fig.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        config=PLOT_CONFIG,
+        default_width=f"{width}px",
+        default_height=f"{fig.layout.height}px",
+    )
 
 
 def colours(labels: list[str]) -> dict[str, str]:
@@ -41,12 +53,19 @@ def colours(labels: list[str]) -> dict[str, str]:
     return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
 
 
+def dashes(labels: list[str]) -> dict[str, str]:
+    """A dash pattern per label too: identical curves (e.g. an approximation that reduces to another
+    one) would otherwise hide each other."""
+    patterns = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+    return {label: patterns[i % len(patterns)] for i, label in enumerate(labels)}
+
+
 def curve_figures(runs: list[Run]) -> dict[str, list[tuple[str, str]]]:
     """task -> [(title, html)]: validation accuracy and training loss against the step, per run."""
     if go is None:
         return {}
     labels = row_order([(r.attention, r.label) for r in runs])
-    colour = colours(labels)
+    colour, dash = colours(labels), dashes(labels)
     by_task: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_task[run.task].append(run)
@@ -73,7 +92,7 @@ def curve_figures(runs: list[Run]) -> dict[str, list[tuple[str, str]]]:
                         name=run.label,
                         legendgroup=run.label,
                         showlegend=run.label not in shown,
-                        line={"color": colour[run.label], "width": 1.5},
+                        line={"color": colour[run.label], "dash": dash[run.label], "width": 1.5},
                         marker={"size": 5},
                         hovertemplate=f"{run.label} seed {run.seed}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>",
                     )
@@ -120,7 +139,7 @@ def ratio_figure(runs: list[Run], keys: dict[str, list[str]]) -> str | None:
     fig.update_layout(
         barmode="group", title="Relative to softmax (same task and setting)", yaxis_title="ratio"
     )
-    return _html(fig)
+    return _html(fig, width=2 * PLOT_WIDTH)
 
 
 def bench_figures(rows: list[dict], x_key: str, series_keys: list[str], y_keys: list[str], title: str):
