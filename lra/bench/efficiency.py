@@ -382,11 +382,7 @@ def main(argv=None) -> int:
     for device in devices:
         results[device] = []
         for n in args.lengths:
-            variants = [
-                v
-                for v in args.variants
-                if not (v == "softmax" and device == "cpu" and n > args.softmax_max_len)
-            ]
+            variants = [v for v in args.variants if not skipped(v, n, device, args)]
             if device == "cpu":
                 samples = time_length_isolated(variants, n, args)
             else:
