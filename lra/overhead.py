@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OVERRIDES = ("task=listops", "experiment=quick", "logger=default")
+DEFAULT_OVERRIDES = ("task=listops", "experiment=quick")
 
 
 def compose(overrides: list[str]):
@@ -85,8 +85,11 @@ def bare_loop(cfg, device: torch.device, warmup: int) -> float:
     sched = warmup_linear_decay(opt, optim.warmup_steps, int(cfg.trainer.max_steps))
     steps = int(cfg.trainer.max_steps)
     step, start = 0, None
+    # One loader, iterated once per epoch as Lightning does: its seeded generator then gives the same
+    # shuffles, so the same batches (and the same padding) as the harness.
+    loader = datamodule.train_dataloader()
     while step < steps:
-        for batch in datamodule.train_dataloader():
+        for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             logits = model(**{k: v for k, v in batch.items() if k != "label"})
             loss = F.cross_entropy(logits.float(), batch["label"])
