@@ -186,40 +186,61 @@ PLOT_SETTINGS = (
 
 
 def plot(rows: list[dict], path: Path, n_table: int) -> None:
+    """Top row: error vs length at the middle temperature; bottom row: error vs temperature at the
+    table length; one column per synthetic regime, plus one for checkpoint layers when present."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     synthetic = [r for r in rows if r["source"] == "synthetic"]
+    captured = [r for r in rows if r["source"] == "checkpoint"]
     regimes = list(dict.fromkeys(r["regime"] for r in synthetic))
     temps = sorted({r["temperature"] for r in synthetic})
     lengths = sorted({r["n"] for r in synthetic})
     shown = [s for s in PLOT_SETTINGS if any(r["setting"] == s for r in rows)]
-    fig, axes = plt.subplots(2, max(len(regimes), 1), figsize=(4.2 * max(len(regimes), 1), 7), squeeze=False)
+    cols = max(len(regimes) + (1 if captured else 0), 1)
+    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 7), squeeze=False)
     t_mid = temps[len(temps) // 2] if temps else None
     n_row = n_table if n_table in lengths else (lengths[-1] if lengths else None)
+
+    def ticks(ax, values):
+        ax.set_xticks(values)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
     for col, regime in enumerate(regimes):
         top, bottom = axes[0][col], axes[1][col]
         for s in shown:
-            pts = sorted(
-                (r["n"], r["error"])
-                for r in synthetic
-                if r["regime"] == regime and r["setting"] == s and r["temperature"] == t_mid
-            )
+            mine = [r for r in synthetic if r["regime"] == regime and r["setting"] == s]
+            pts = sorted((r["n"], r["error"]) for r in mine if r["temperature"] == t_mid)
             if pts:
                 top.plot(*zip(*pts, strict=True), marker="o", label=s)
-            pts = sorted(
-                (r["temperature"], r["error"])
-                for r in synthetic
-                if r["regime"] == regime and r["setting"] == s and r["n"] == n_row
-            )
+            pts = sorted((r["temperature"], r["error"]) for r in mine if r["n"] == n_row)
             if pts:
                 bottom.plot(*zip(*pts, strict=True), marker="o", label=s)
         top.set(title=f"{regime}, T={t_mid:g}", xscale="log", yscale="log", xlabel="sequence length n")
         bottom.set(title=f"{regime}, n={n_row}", xscale="log", yscale="log", xlabel="temperature T")
-        top.set_ylabel("relative error vs softmax")
-        bottom.set_ylabel("relative error vs softmax")
+        ticks(top, lengths)
+        ticks(bottom, temps)
+        for ax in (top, bottom):
+            ax.set_ylabel("relative error vs softmax")
+            ax.grid(True, which="both", alpha=0.3)
+    if captured:
+        ax = axes[0][cols - 1]
+        layers = list(dict.fromkeys(r["regime"] for r in captured))
+        width = 0.8 / max(len(shown), 1)
+        for i, s in enumerate(shown):
+            errs = [
+                next((r["error"] for r in captured if r["regime"] == lay and r["setting"] == s), 0)
+                for lay in layers
+            ]
+            ax.bar([j + i * width for j in range(len(layers))], errs, width, label=s)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))])
+        ax.set_xticklabels([lay.replace("checkpoint:", "") for lay in layers])
+        ax.set(title="checkpoint q/k/v", ylabel="relative error vs softmax")
+        axes[1][cols - 1].axis("off")
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Approximation error against exact softmax (lower is better)")
     fig.tight_layout()
