@@ -234,7 +234,11 @@ def measure_memory_here(variant, n, args, device) -> dict:
 def measure_memory(variant, n, args, device) -> dict:
     """Run :func:`measure_memory_here` in a fresh interpreter (CPU peak RSS is per process)."""
     if device == "cuda":
-        return measure_memory_here(variant, n, args, device)
+        try:
+            return measure_memory_here(variant, n, args, device)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return {"peak_bytes": None, "error": "out of GPU memory"}
     cmd = [sys.executable, "-m", "lra.bench.efficiency", "--worker", f"{variant}:{n}", *_shape_flags(args)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=_worker_env(), timeout=args.worker_timeout)
     if done.returncode != 0:
