@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch.utils.data import Dataset
 
 CACHE_FORMAT_VERSION = 1
@@ -71,6 +72,15 @@ class AtomicDirectory:
         if self.final.exists():
             shutil.rmtree(self.final)
         os.replace(self.tmp, self.final)
+
+
+def preparation_lock(cache_dir: str | Path) -> FileLock:
+    """An inter-process lock for building data: runs of a parallel sweep that start together must not
+    generate or cache the same files at the same time (the later rename would pull the earlier one's
+    files from under its reader). The first run builds; the others wait, then find everything built."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(cache_dir / ".prepare.lock"))
 
 
 def save_ragged(

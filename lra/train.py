@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import datetime, timezone
 from functools import partial
@@ -13,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from data.cache import preparation_lock
 from lra import results
 from lra.callbacks import AttentionDiagnostics, PeakMemory, Throughput
 from lra.loggers import build_loggers, close_loggers, describe_run, log_summary
@@ -93,6 +95,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.data)
         check_compatible(cfg, datamodule)
+        if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # Lightning prepares data on local rank 0 only
+            with preparation_lock(cfg.cache_dir):
+                datamodule.prepare_data()  # idempotent: fit's own call then finds it done
         model = build_model(cfg)
         module = LRAModule(
             model, num_classes=cfg.model.num_classes, **OmegaConf.to_container(cfg.optim, resolve=True)
