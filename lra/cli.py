@@ -14,8 +14,16 @@ from lra.train import ConfigError, train
 
 log = logging.getLogger("lra")
 
-# Errors whose message already says what is wrong and how to fix it: no traceback for these.
+# Errors whose message already says what is wrong and how to fix it: no traceback on the console
+# for these (it still goes to the run's log file, in case the message is not enough).
 USER_ERRORS = (ConfigError, FileNotFoundError, NonFiniteLossError, ValueError)
+
+
+def _traceback_to_log_file(exc: BaseException) -> None:
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run failed: %s", (exc,), sys.exc_info())
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def run_from_hydra(cfg: DictConfig) -> float | None:
@@ -24,10 +32,10 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     try:
         record = train(cfg, hc.runtime.output_dir)
     except USER_ERRORS as exc:
+        _traceback_to_log_file(exc)
         if multirun:  # one failed run must not stop the sweep; results.json records the failure
             log.error("run failed: %s", exc)
             return None
-        log.debug("traceback of the error below", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except Exception:

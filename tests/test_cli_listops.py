@@ -106,6 +106,7 @@ def test_missing_release_is_a_one_line_error(tmp_path):
     )
     assert "Traceback" not in proc.stderr
     assert results.read(tmp_path / "run")["status"] == "failed"
+    assert "Traceback" in (tmp_path / "run" / "run.log").read_text()  # kept for debugging
 
 
 def test_missing_checkpoint_names_the_key(tmp_path, listops_args):
