@@ -115,12 +115,12 @@ def resolve(name: str, path: Path, source: str = "auto") -> tuple[str, dict]:
     return "hub", {"hub": name}
 
 
-def load_hf(name: str, path: Path, kind: str):
-    """The ``DatasetDict`` for a source chosen by :func:`resolve`."""
-    return load_local(path) if kind == "local" else load_hub(name, path)
-
-
-def require_splits(ds, name: str, where: str, splits: tuple[str, ...]) -> None:
+def load_splits(name: str, path: Path, kind: str, splits: tuple[str, ...]):
+    """The ``DatasetDict`` for a source chosen by :func:`resolve`, checked to hold ``splits``, and a
+    description of where it came from for error messages."""
+    ds = load_local(path) if kind == "local" else load_hub(name, path)
+    where = str(path) if kind == "local" else f"HF dataset '{name}'"
     missing = [s for s in splits if s not in ds]
     if missing:
         raise DataUnavailableError(f"{where}: '{name}' has no split {missing[0]!r} (found {sorted(ds)})")
+    return ds, where

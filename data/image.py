@@ -85,9 +85,7 @@ class ImageDataModule(LRADataModule):
         cache, kind = self._cache_path()
         if (cache / "meta.json").exists():
             return
-        ds = _hf.load_hf(self.dataset_name, self.path, kind)
-        where = str(self.path) if kind == "local" else f"HF dataset '{self.dataset_name}'"
-        _hf.require_splits(ds, self.dataset_name, where, ("train", "test"))
+        ds, where = _hf.load_splits(self.dataset_name, self.path, kind, ("train", "test"))
         counts, skipped = {}, {}
         with AtomicDirectory(cache) as tmp:
             writer = ArrayWriter(tmp, len(ds["train"]) + len(ds["test"]), SIDE * SIDE)

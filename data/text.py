@@ -100,9 +100,7 @@ class TextDataModule(LRADataModule):
         cache, kind = self._cache_path()
         if (cache / "test.npz").exists():
             return
-        ds = _hf.load_hf(self.dataset_name, self.path, kind)
-        where = str(self.path) if kind == "local" else f"HF dataset '{self.dataset_name}'"
-        _hf.require_splits(ds, self.dataset_name, where, ("train", "test"))
+        ds, where = _hf.load_splits(self.dataset_name, self.path, kind, ("train", "test"))
         report = {}
         for split in ("train", "test"):
             for col in ("text", "label"):

@@ -67,7 +67,7 @@ def test_train_holdout_is_seeded_and_disjoint(imdb_dir, tmp_path):
 
 def test_cache_is_reused_without_touching_hf(imdb_dir, tmp_path, monkeypatch):
     module(imdb_dir, tmp_path / "cache").prepare_data()
-    monkeypatch.setattr(_hf, "load_hf", lambda *a, **k: pytest.fail("cache miss: HF loaded again"))
+    monkeypatch.setattr(_hf, "load_splits", lambda *a, **k: pytest.fail("cache miss: HF loaded again"))
     dm = module(imdb_dir, tmp_path / "cache", max_len=1000)  # another length shares the cache
     dm.setup()
     assert len(dm.splits["train"]) == 24
