@@ -259,30 +259,20 @@ def format_table(results: dict, device: str) -> str:
         r = by.get((name, n))
         return "–" if r is None or r.get(key) is None else fmt(r[key])
 
-    out = [f"### {device}: forward+backward time (ms, median)", ""]
-    out += ["| variant | " + " | ".join(str(n) for n in lengths) + " |", "|" + " --- |" * (len(lengths) + 1)]
-    for name in names:
-        out.append(
-            f"| {name} | "
-            + " | ".join(cell(name, n, "time_s", lambda x: f"{1e3 * x:.1f}") for n in lengths)
-            + " |"
-        )
-    out += ["", f"### {device}: time relative to {BASELINE} (median of paired ratios)", ""]
-    out += ["| variant | " + " | ".join(str(n) for n in lengths) + " |", "|" + " --- |" * (len(lengths) + 1)]
-    for name in names:
-        out.append(
-            f"| {name} | "
-            + " | ".join(cell(name, n, "ratio_to_nystrom", lambda x: f"{x:.2f}") for n in lengths)
-            + " |"
-        )
-    out += ["", f"### {device}: peak memory of one forward+backward (MiB)", ""]
-    out += ["| variant | " + " | ".join(str(n) for n in lengths) + " |", "|" + " --- |" * (len(lengths) + 1)]
-    for name in names:
-        out.append(
-            f"| {name} | "
-            + " | ".join(cell(name, n, "peak_bytes", lambda x: f"{x / 2**20:.1f}") for n in lengths)
-            + " |"
-        )
+    tables = [
+        ("forward+backward time (ms, median)", "time_s", lambda x: f"{1e3 * x:.1f}"),
+        (f"time relative to {BASELINE} (median of paired ratios)", "ratio_to_nystrom", lambda x: f"{x:.2f}"),
+        ("peak memory of one forward+backward (MiB)", "peak_bytes", lambda x: f"{x / 2**20:.1f}"),
+    ]
+    out = []
+    for title, key, fmt in tables:
+        out += ["", f"### {device}: {title}", ""] if out else [f"### {device}: {title}", ""]
+        out += [
+            "| variant | " + " | ".join(str(n) for n in lengths) + " |",
+            "|" + " --- |" * (len(lengths) + 1),
+        ]
+        for name in names:
+            out.append(f"| {name} | " + " | ".join(cell(name, n, key, fmt) for n in lengths) + " |")
     return "\n".join(out)
 
 
