@@ -15,7 +15,34 @@ from attention._landmarks import NystromFactors, masked_value
 NORMALISERS = ("free", "sampled")
 
 
-def free_log_normaliser(f: NystromFactors, s_diag: torch.Tensor) -> torch.Tensor:
+def window_logits(f: NystromFactors, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``q_i . k_j`` for the ``2 w + 1`` positions ``j = i + o``, ``|o| <= w``: (b, h, n, 2w + 1) logits
+    (column ``w`` is ``j = i``) and the (b, n, 2w + 1) mask of those ``j`` that exist and are real.
+
+    Blocks of ``w`` queries against the keys of their own and the two neighbouring blocks: batched
+    GEMMs of (w x d) by (d x 3w), O(n w d), nothing n x n.
+    """
+    q, k, mask = f.q, f.k, f.mask
+    b, h, n, d = q.shape
+    width = 2 * window + 1
+    blocks = -(-n // window)
+    size = blocks * window
+    q_blocks = torch.nn.functional.pad(q, (0, 0, 0, size - n)).view(b, h, blocks, window, d)
+    keys = torch.nn.functional.pad(k, (0, 0, window, size - n + window))  # block t: keys [tw - w, tw + 2w)
+    k_blocks = keys.unfold(2, 3 * window, window)  # (b, h, blocks, d, 3w)
+    logits = q_blocks @ k_blocks  # (b, h, blocks, w, 3w)
+    offsets = torch.arange(-window, window + 1, device=q.device)
+    column = torch.arange(window, device=q.device)[:, None] + window + offsets[None, :]  # (w, 2w + 1)
+    near = logits.gather(-1, column.expand(b, h, blocks, window, width)).reshape(b, h, size, width)[:, :, :n]
+    pos = torch.arange(n, device=q.device)[:, None] + offsets[None, :]  # (n, 2w + 1)
+    inside = (pos >= 0) & (pos < n)
+    real = mask.gather(1, pos.clamp(0, n - 1).flatten()[None].expand(b, -1)).view(b, n, width)
+    return near, real & inside
+
+
+def free_log_normaliser(
+    f: NystromFactors, s_diag: torch.Tensor, window: int = 0, near: tuple | None = None
+) -> torch.Tensor:
     """``log Z_i ~ logaddexp(s_ii, logsumexp_j(q_i . k~_j + log count_j))``: each segment's keys are
     represented by their mean key, counted once per real token. Jensen's inequality makes it
     underestimate the off-diagonal mass, so the diagonal weight it gives is biased upward on peaked rows.
@@ -24,58 +51,124 @@ def free_log_normaliser(f: NystromFactors, s_diag: torch.Tensor) -> torch.Tensor
     softmax row sit at the same j, so ``logsumexp_j(q_i . k~_j) = max_j(q_i . k~_j) - log max_j F_ij``
     (stable: ``max_j F_ij >= 1/m``), and ``sum_j count_j exp(q_i . k~_j) = exp(logsumexp) (F counts)_i``.
     Needs ``f.f_row_max`` (``nystrom_factors(..., keep_row_max=True)``).
+
+    With ``window > 0`` (``near`` from :func:`window_logits`) the ``2 w + 1`` keys around ``i`` enter
+    exactly and the landmark sum stands only for the others: each window key's landmark term
+    ``exp(q_i . k~_seg(j))`` is taken out of it. Neighbours that a segment mean blurs (a local band of
+    attention) then no longer make the diagonal look larger than it is.
     """
     tiny = torch.finfo(f.f.dtype).tiny
     log_sum = f.f_row_max - f.f.detach().amax(dim=-1).clamp_min(tiny).log()
-    if not f.padded:  # every segment holds l real tokens
-        off = log_sum + math.log(f.segment)
+    if f.seg.index is None and near is None:  # every segment holds n / m real tokens
+        return torch.logaddexp(s_diag, log_sum + math.log(f.seg.n // f.seg.m))
+    weighted = (f.f @ f.counts.to(f.f.dtype)[:, None, :, None]).squeeze(-1)  # (b, h, n)
+    if near is None:
+        return torch.logaddexp(s_diag, log_sum + weighted.clamp_min(1.0).log())
+    logits, real = near
+    b, h, n, width = logits.shape
+    pos = torch.arange(n, device=logits.device)[:, None] + torch.arange(width, device=logits.device) - window
+    pos = pos.clamp(0, n - 1)
+    if f.seg.index is None:
+        seg_of = (pos // (f.seg.n // f.seg.m)).expand(b, n, width)
     else:
-        weighted = f.f @ f.counts.to(f.f.dtype)[:, None, :, None]  # (b, h, n, 1)
-        off = log_sum + weighted.squeeze(-1).clamp_min(1.0).log()
-    return torch.logaddexp(s_diag, off)
+        seg_of = f.seg.index.gather(1, pos.flatten()[None].expand(b, -1)).view(b, n, width)
+    seg_of = seg_of.clamp_max(f.seg.m - 1)  # padded positions (index m) are masked out below anyway
+    in_window = f.f.gather(-1, seg_of[:, None].expand(b, h, n, width).reshape(b, h, n, width))
+    in_window = (in_window * real[:, None].to(in_window.dtype)).sum(dim=-1)
+    far = (weighted - in_window).clamp_min(0.0)
+    neg = masked_value(logits.dtype)
+    terms = torch.cat([logits.masked_fill(~real[:, None], neg), (log_sum + far.log())[..., None]], dim=-1)
+    return terms.logsumexp(dim=-1)
 
 
-def sampled_log_normaliser(f: NystromFactors, s_diag: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """``log Z_i ~ logaddexp(s_ii, log((n_valid - 1) / r_i) + logsumexp_{t in R, t != i} q_i . k_t)``.
+def sampled_log_normaliser(
+    f: NystromFactors, s_diag: torch.Tensor, num_samples: int, window: int = 0, near: tuple | None = None
+) -> torch.Tensor:
+    """``log Z_i ~ logaddexp(s_ii, log((L - 1) / r_i) + logsumexp_{t in R, t != i} q_i . k_t)``.
 
-    ``R``: ``r`` real keys drawn uniformly without replacement, shared by all queries and heads of a
-    sequence (one (n x r) product, O(n r d)); ``r_i`` excludes ``i`` itself, so the off-diagonal mass is
-    estimated without bias. With ``r >= n_valid`` it is exact.
+    ``R``: ``r`` of the sequence's ``L`` real keys by systematic sampling, the real tokens of ranks
+    ``floor((j + u) L / r)``, j < r, with one random offset ``u`` per forward; every key is drawn with
+    probability r / L, and the sample depends only on the sequence and ``u``, never on the batch's
+    padding. Shared by all queries and heads of a sequence (one (n x r) product, O(n r d)); ``r_i``
+    excludes ``i`` itself. With ``r >= L`` every real key is used and the estimate is exact.
+
+    With ``window > 0`` the keys within ``w`` positions of ``i`` enter exactly (``near``) and the
+    sample stands only for the others (samples inside the window are dropped from row ``i``).
     """
     mask = f.mask
     bsz, n = mask.shape
     r = min(num_samples, n)
-    # Uniform scores, padded positions last: the r smallest are a uniform sample of the real tokens.
-    scores = torch.rand(bsz, n, device=mask.device).masked_fill(~mask, 2.0)
-    idx = scores.topk(r, dim=-1, largest=False).indices  # (b, r)
-    sample_real = mask.gather(1, idx)  # False only when n_valid < r
+    length = mask.sum(dim=-1, keepdim=True)  # (b, 1)
+    j = torch.arange(r, device=mask.device)[None, :]
+    u = torch.rand((), device=mask.device, dtype=torch.float64)
+    spaced = torch.floor((j + u) * length.to(torch.float64) / r).to(torch.long)
+    rank = torch.where(length > r, spaced, j)  # short sequences: every real key
+    sample_real = j < length.clamp_max(r)  # (b, r)
+    real_first = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices  # rank -> position
+    idx = real_first.gather(1, rank.clamp_max(n - 1))  # (b, r)
     h, d = f.k.shape[1], f.k.shape[-1]
     keys = f.k.gather(2, idx[:, None, :, None].expand(bsz, h, r, d))
     logits = f.q @ keys.transpose(-1, -2)  # (b, h, n, r)
     neg = masked_value(logits.dtype)
-    # Drop each query's own key (at most r entries per sequence) and padded samples.
-    sample_col = torch.arange(r, device=mask.device).expand(bsz, r)
-    own = torch.zeros(bsz, n, r, dtype=torch.bool, device=mask.device)
-    own[torch.arange(bsz, device=mask.device)[:, None], idx, sample_col] = sample_real
-    logits = logits.masked_fill(own[:, None] | ~sample_real[:, None, None, :], neg)
-    used = (sample_real.sum(dim=-1, keepdim=True) - own.any(dim=-1).to(torch.long)).clamp_min(1)  # r_i
-    n_other = (mask.sum(dim=-1, keepdim=True) - 1).clamp_min(1)  # n_valid - 1
-    off = logits.logsumexp(dim=-1) + (n_other / used).to(logits.dtype).log()[:, None, :]
-    return torch.logaddexp(s_diag, off)
+    # Each row drops the samples it sees exactly (its own key, or its whole window) and padded ones.
+    offset = idx[:, None, :] - torch.arange(n, device=mask.device)[None, :, None]  # (b, n, r)
+    seen = (offset.abs() <= window) & sample_real[:, None, :]
+    logits = logits.masked_fill(seen[:, None] | ~sample_real[:, None, None, :], neg)
+    used = (sample_real.sum(dim=-1, keepdim=True) - seen.sum(dim=-1)).clamp_min(1)  # r_i
+    if near is None:
+        exact_count = mask.to(torch.long)  # row i itself
+    else:
+        exact_count = near[1].sum(dim=-1)  # real keys in row i's window, itself included
+    others = (length - exact_count).clamp_min(0)  # (b, n): keys the sample stands for
+    off = logits.logsumexp(dim=-1) + (others.clamp_min(1) / used).to(logits.dtype).log()[:, None, :]
+    off = off.masked_fill((others == 0)[:, None, :], float("-inf"))
+    if near is None:
+        return torch.logaddexp(s_diag, off)
+    near_logits, real = near
+    exact = near_logits.masked_fill(~real[:, None], neg)
+    return torch.cat([exact, off[..., None]], dim=-1).logsumexp(dim=-1)
 
 
-def trace_estimate(f: NystromFactors, normaliser: str, num_samples: int) -> torch.Tensor:
-    """``tr S ~ sum over real rows of exp(s_ii - log Z_i)``, shape (b, h)."""
+def diagonal_weights(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> torch.Tensor:
+    """Each real row's estimated softmax weight on itself, ``exp(s_ii - log Z_i)``, shape (b, h, n);
+    zero at padded rows. ``window``: keys within this many positions enter the normaliser exactly."""
     s_diag = torch.einsum("bhnd,bhnd->bhn", f.q, f.k)
+    near = window_logits(f, window) if window > 0 else None
     if normaliser == "free":
-        log_z = free_log_normaliser(f, s_diag)
+        log_z = free_log_normaliser(f, s_diag, window, near)
     elif normaliser == "sampled":
-        log_z = sampled_log_normaliser(f, s_diag, num_samples)
+        log_z = sampled_log_normaliser(f, s_diag, num_samples, window, near)
     else:
         raise ValueError(f"attention.normaliser must be one of {'|'.join(NORMALISERS)}; got {normaliser!r}")
     # where, not a product: padded rows may hold inf (their F row is zero) and must not give NaN.
-    diag = torch.where(f.mask[:, None, :], (s_diag - log_z).exp(), s_diag.new_zeros(()))
-    return diag.sum(dim=-1)
+    return torch.where(f.mask[:, None, :], (s_diag - log_z).exp(), s_diag.new_zeros(()))
+
+
+def trace_estimate(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> torch.Tensor:
+    """``tr S ~ sum over real rows of exp(s_ii - log Z_i)``, shape (b, h)."""
+    return diagonal_weights(f, normaliser, num_samples, window).sum(dim=-1)
+
+
+def approximant_diagonal(f_pinv: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(F pinv(A) B)_ii`` for every row, (b, h, n), in O(n m) given ``F pinv(A)`` (b, h, n, m):
+    row i of ``F pinv(A)`` dotted with column i of ``B``; nothing n x n."""
+    return torch.einsum("bhnm,bhmn->bhn", f_pinv, b)
+
+
+def diagonal_shift(
+    f: NystromFactors,
+    own: torch.Tensor,
+    delta_max: float,
+    normaliser: str,
+    num_samples: int,
+    window: int = 0,
+) -> torch.Tensor:
+    """Per-row shift ``d_i = clip(s^_ii - a_i, 0, delta_max)``, (b, h, n), with ``own = a`` the
+    approximant's diagonal ``(F pinv(A) B)_ii``: what the approximant misses of each row's own softmax
+    weight (the exact-diagonal correction of FITC in Gaussian-process approximations). Zero at padded
+    rows."""
+    missing = diagonal_weights(f, normaliser, num_samples, window) - own
+    return torch.where(f.mask[:, None, :], missing.clamp(0.0, delta_max), missing.new_zeros(()))
 
 
 def top_singular_values(f: NystromFactors, pinv_a: torch.Tensor, rank: int) -> torch.Tensor:
@@ -123,9 +216,15 @@ def tail_mean(
 
 
 def trace_delta(
-    f: NystromFactors, pinv_a: torch.Tensor, rank: int, delta_max: float, normaliser: str, num_samples: int
+    f: NystromFactors,
+    pinv_a: torch.Tensor,
+    rank: int,
+    delta_max: float,
+    normaliser: str,
+    num_samples: int,
+    window: int = 0,
 ) -> torch.Tensor:
-    trace = trace_estimate(f, normaliser, num_samples)
+    trace = trace_estimate(f, normaliser, num_samples, window)
     top = top_singular_values(f, pinv_a, rank)
     return tail_mean(trace, top, f.mask.sum(dim=-1), rank, delta_max)
 

@@ -1,12 +1,17 @@
 """The Nyström pieces shared by Nyström and spectral-shift attention.
 
-Per batch item and head, with ``Q, K`` scaled by ``d^-1/4`` and ``m`` landmarks (masked segment means):
+Per batch item and head, with ``Q, K`` scaled by ``d^-1/4`` and ``m`` landmarks (segment means):
 ``F = softmax(Q K~^T)`` (n x m), ``A = softmax(Q~ K~^T)`` (m x m), ``B = softmax(Q~ K^T + mask)`` (m x n).
 
-The sequence is padded at the end to a multiple of ``m`` with masked positions. A segment without a
-real token gets an *empty* landmark: its column of ``F`` and ``A`` and its row of ``A`` and ``B`` are
-zero, and :func:`landmark_system` puts a 1 on its diagonal, so the landmark matrix is block diagonal
-``diag(A_valid, I)``. The result is then exactly Nyström on the non-empty landmarks.
+Every sequence is segmented by its **own** real length ``L``: its real token of rank ``r`` (0-based,
+counting real tokens only) belongs to segment ``floor(r m / L)``, so each of the m segments holds
+``L / m`` of its tokens (rounded down or up) whatever the batch's padded length. A sequence's output
+is therefore the same alone or beside longer ones. Padded positions belong to no segment.
+
+A sequence shorter than m gets *empty* landmarks: their column of ``F`` and ``A`` and their row of
+``A`` and ``B`` are zero, and :func:`landmark_system` puts a 1 on their diagonal, so the landmark
+matrix is block diagonal ``diag(A_valid, I)``. (The attention modules answer such sequences with
+exact softmax anyway, see :func:`exact_for_short_rows`, as they do when the whole batch is short.)
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 def masked_value(dtype: torch.dtype) -> float:
@@ -24,59 +28,87 @@ def masked_value(dtype: torch.dtype) -> float:
 
 
 @dataclass
-class NystromFactors:
-    q: torch.Tensor  # (b, h, N, d) scaled, padded, zero at padded positions (N = n padded to m * l)
-    k: torch.Tensor  # (b, h, N, d) idem
-    v: torch.Tensor  # (b, h, N, d) padded, zero at padded positions
-    mask: torch.Tensor  # (b, N) bool, True = real token
-    counts: torch.Tensor  # (b, m) real tokens per segment
-    valid: torch.Tensor  # (b, m) bool, landmark has at least one real token
-    f_row_max: torch.Tensor | None  # (b, h, N) max_j of Q K~^T (no grad), when asked for
-    f: torch.Tensor  # (b, h, N, m), zero rows at padded queries
-    a: torch.Tensor  # (b, h, m, m), zero rows and columns at empty landmarks
-    b: torch.Tensor  # (b, h, m, N), zero rows at empty landmarks and zero columns at padded keys
-    n: int  # original length
-    segment: int  # l, tokens per segment
-    padded: bool  # whether any position is masked (known without a device sync)
+class Segments:
+    """Which of the ``m`` segments each of the ``n`` positions belongs to.
 
-
-def segment_means(x: torch.Tensor, counts: torch.Tensor, num_segments: int) -> torch.Tensor:
-    """Means over real tokens of ``m`` contiguous segments; ``x`` must be zero at padded positions."""
-    b, h, n, d = x.shape
-    sums = x.view(b, h, num_segments, n // num_segments, d).sum(dim=-2)
-    return sums / counts.clamp_min(1).to(x.dtype)[:, None, :, None]
-
-
-def expand_segments(y: torch.Tensor, segment: int) -> torch.Tensor:
-    """``E y``: repeat each segment's row over its ``l`` tokens, (b, h, m, d) -> (b, h, m * l, d)."""
-    b, h, m, d = y.shape
-    return y[:, :, :, None, :].expand(b, h, m, segment, d).reshape(b, h, m * segment, d)
-
-
-def pad_and_mask(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None, m: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
-    """Pad to a multiple of ``m`` at the end and zero every padded position.
-
-    Zeroing (``where``, not multiplication, so inf/NaN in padding cannot leak) keeps padded tokens out
-    of the landmark means, the values and the convolution skip. Returns ``padded``: whether any
-    position may be masked; without padding every masking step below is skipped (it costs several
-    passes over n x m tensors).
+    ``index`` is None when no sequence is padded and n is a multiple of m: the segments are then the
+    contiguous blocks of n / m positions, and reshapes replace the scatter and gather below.
+    Otherwise ``index`` is (b, n) with values in [0, m], where m marks padded positions (a bin that
+    is discarded).
     """
-    b, _, n, _ = q.shape
-    pad = (-n) % m
-    padded = key_padding_mask is not None or pad > 0
-    mask = key_padding_mask
+
+    m: int
+    n: int
+    counts: torch.Tensor  # (b, m) real tokens per segment
+    index: torch.Tensor | None
+
+
+def segment_sequences(mask: torch.Tensor | None, batch: int, n: int, m: int, device) -> Segments:
+    """Segments of each sequence's real tokens (see the module doc). Costs O(b n), no device sync."""
+    if mask is None and n % m == 0:
+        counts = torch.full((batch, m), n // m, dtype=torch.long, device=device)
+        return Segments(m, n, counts, None)
     if mask is None:
-        mask = torch.ones(b, n, dtype=torch.bool, device=q.device)
-    if pad:
-        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-        mask = F.pad(mask, (0, pad), value=False)
-    if padded:
-        keep = mask[:, None, :, None]
-        zero = q.new_zeros(())
-        q, k, v = (torch.where(keep, t, zero) for t in (q, k, v))
-    return q, k, v, mask, padded
+        mask = torch.ones(batch, n, dtype=torch.bool, device=device)
+    rank = mask.cumsum(dim=-1) - 1
+    length = mask.sum(dim=-1, keepdim=True).clamp_min(1)
+    index = torch.where(mask, torch.div(rank * m, length, rounding_mode="floor"), m)
+    counts = torch.zeros(batch, m + 1, dtype=torch.long, device=device)
+    counts.scatter_add_(1, index, torch.ones_like(index))
+    return Segments(m, n, counts[:, :m], index)
+
+
+def segment_means(x: torch.Tensor, seg: Segments) -> torch.Tensor:
+    """Means over each segment's real tokens, (b, h, n, d) -> (b, h, m, d). ``x`` must be zero (not
+    inf or NaN) at padded positions. Empty segments give zero rows."""
+    b, h, n, d = x.shape
+    if seg.index is None:
+        return x.view(b, h, seg.m, n // seg.m, d).mean(dim=-2)
+    index = seg.index[:, None, :, None].expand(b, h, n, d)
+    sums = x.new_zeros(b, h, seg.m + 1, d).scatter_add(2, index, x)[:, :, : seg.m]
+    return sums / seg.counts.clamp_min(1).to(x.dtype)[:, None, :, None]
+
+
+def expand_segments(y: torch.Tensor, seg: Segments) -> torch.Tensor:
+    """``E y``: every position gets its segment's row, (b, h, m, d) -> (b, h, n, d); zero at padding."""
+    b, h, m, d = y.shape
+    if seg.index is None:
+        return y[:, :, :, None, :].expand(b, h, m, seg.n // m, d).reshape(b, h, seg.n, d)
+    rows = torch.cat([y, y.new_zeros(b, h, 1, d)], dim=2)  # row m: what padded positions get
+    return rows.gather(2, seg.index[:, None, :, None].expand(b, h, seg.n, d))
+
+
+@dataclass
+class NystromFactors:
+    q: torch.Tensor  # (b, h, n, d) scaled, zero at padded positions
+    k: torch.Tensor  # (b, h, n, d) idem
+    v: torch.Tensor  # (b, h, n, d) zero at padded positions
+    mask: torch.Tensor  # (b, n) bool, True = real token
+    seg: Segments
+    valid: torch.Tensor  # (b, m) bool, landmark has at least one real token
+    f_row_max: torch.Tensor | None  # (b, h, n) max_j of Q K~^T (no grad), when asked for
+    f: torch.Tensor  # (b, h, n, m), zero rows at padded queries
+    a: torch.Tensor  # (b, h, m, m), zero rows and columns at empty landmarks
+    b: torch.Tensor  # (b, h, m, n), zero rows at empty landmarks and zero columns at padded keys
+    padded: bool  # whether any position may be masked (known without a device sync)
+
+    @property
+    def counts(self) -> torch.Tensor:
+        return self.seg.counts
+
+
+def zero_padding(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zero every padded position (``where``, not multiplication, so inf/NaN in padding cannot leak)
+    and return a mask (all True without padding)."""
+    if key_padding_mask is None:
+        b, _, n, _ = q.shape
+        return q, k, v, torch.ones(b, n, dtype=torch.bool, device=q.device)
+    keep = key_padding_mask[:, None, :, None]
+    zero = q.new_zeros(())
+    q, k, v = (torch.where(keep, t, zero) for t in (q, k, v))
+    return q, k, v, key_padding_mask
 
 
 def nystrom_factors(
@@ -88,16 +120,18 @@ def nystrom_factors(
     keep_row_max: bool = False,
 ) -> NystromFactors:
     """The landmark pieces. ``keep_row_max``: also return each row's max logit of ``F`` (with
-    ``max_j F_ij`` it gives the row's log-normaliser for free, see :mod:`attention._delta`)."""
-    n, d = q.shape[-2], q.shape[-1]
-    q, k, v, mask, padded = pad_and_mask(q, k, v, key_padding_mask, m)
+    ``max_j F_ij`` it gives the row's log-normaliser for free, see :mod:`attention._delta`).
+
+    Without padding every masking step is skipped (each costs a pass over an n x m tensor)."""
+    b, _, n, d = q.shape
+    padded = key_padding_mask is not None
+    q, k, v, mask = zero_padding(q, k, v, key_padding_mask)
     scale = d**-0.25
     q, k = q * scale, k * scale
-    segment = q.shape[-2] // m
-    counts = mask.view(mask.shape[0], m, segment).sum(dim=-1)
-    valid = counts > 0
-    q_land = segment_means(q, counts, m)
-    k_land = segment_means(k, counts, m)
+    seg = segment_sequences(key_padding_mask, b, n, m, q.device)
+    valid = seg.counts > 0
+    q_land = segment_means(q, seg)
+    k_land = segment_means(k, seg)
 
     f_logits = q @ k_land.transpose(-1, -2)
     a_logits = q_land @ k_land.transpose(-1, -2)
@@ -111,14 +145,14 @@ def nystrom_factors(
     f_row_max = f_logits.detach().amax(dim=-1) if keep_row_max else None
     f = f_logits.softmax(dim=-1)
     a = a_logits.softmax(dim=-1)
-    b = b_logits.softmax(dim=-1)
+    b_ = b_logits.softmax(dim=-1)
     if padded:
         # Padded query rows of F are not part of S (zeroing them keeps them out of the spectral
         # estimates); empty landmarks get zero rows in A and B (see the module doc).
         f = f * mask[:, None, :, None].to(f.dtype)
         a = a * (valid[:, None, :, None] & valid[:, None, None, :]).to(a.dtype)
-        b = b * valid[:, None, :, None].to(b.dtype)
-    return NystromFactors(q, k, v, mask, counts, valid, f_row_max, f, a, b, n, segment, padded)
+        b_ = b_ * valid[:, None, :, None].to(b_.dtype)
+    return NystromFactors(q, k, v, mask, seg, valid, f_row_max, f, a, b_, padded)
 
 
 def landmark_system(a: torch.Tensor, valid: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
@@ -139,3 +173,29 @@ def masked_softmax_attention(
         logits = logits.masked_fill(~key_padding_mask[:, None, None, :], masked_value(logits.dtype))
         v = torch.where(key_padding_mask[:, None, :, None], v, v.new_zeros(()))
     return logits.softmax(dim=-1) @ v
+
+
+def exact_for_short_rows(
+    out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor,
+    m: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the outputs of sequences with at most ``m`` real tokens by exact softmax attention.
+
+    Alone, such a sequence (n <= m) gets exact attention; in a batch padded beyond m it must get the
+    same. Without a device sync: the first m real tokens of *every* sequence are gathered (a stable
+    sort puts real positions first), exact attention runs on those (b, h, m, m), and is scattered back
+    only where the sequence is short. Returns the outputs and the (b,) bool tensor of short rows.
+    """
+    b, h, n, d = q.shape
+    q, k, v, _ = zero_padding(q, k, v, key_padding_mask)
+    short = key_padding_mask.sum(dim=-1) <= m
+    order = torch.sort((~key_padding_mask).to(torch.uint8), dim=-1, stable=True).indices[:, :m]
+    sub_mask = key_padding_mask.gather(1, order)
+    idx = order[:, None, :, None].expand(b, h, m, d)
+    exact = masked_softmax_attention(q.gather(2, idx), k.gather(2, idx), v.gather(2, idx), sub_mask)
+    kept = torch.where(short[:, None, None, None], exact, out.gather(2, idx))
+    return out.scatter(2, idx, kept), short

@@ -12,6 +12,7 @@ from torch import nn
 
 from attention._landmarks import (
     NystromFactors,
+    exact_for_short_rows,
     landmark_system,
     masked_softmax_attention,
     nystrom_factors,
@@ -110,7 +111,13 @@ class NystromAttention(AttentionBase):
                 factors = nystrom_factors(
                     q32, k32, v32, key_padding_mask, self.num_landmarks, keep_row_max=self.keep_row_max
                 )
-                core = self.combine(factors)[:, :, :n]
+                core = self.combine(factors)
+                if key_padding_mask is not None:
+                    # A sequence of at most m real tokens is answered exactly, as it would be alone.
+                    core, short = exact_for_short_rows(
+                        core, q32, k32, v32, key_padding_mask, self.num_landmarks
+                    )
+                    self.on_short_rows(short)
         out = core.to(v.dtype)
         if self.skip is not None:
             if key_padding_mask is not None:
@@ -125,3 +132,6 @@ class NystromAttention(AttentionBase):
 
     def on_exact_fallback(self, q: torch.Tensor) -> None:
         """Hook for subclasses: called when ``m >= n`` made the layer exact softmax."""
+
+    def on_short_rows(self, short: torch.Tensor) -> None:
+        """Hook for subclasses: ``short`` (b,) marks the sequences answered by exact softmax."""

@@ -1,14 +1,20 @@
 """Spectral-shift attention: Nyström plus a shift ``delta I`` that carries the flat tail of the spectrum.
 
-From SS-Nyström (``K ~ C U C^T + delta I``) applied to softmax attention, as fixed in
-/work/shared/SPECTRAL_SHIFT.md. One ``delta >= 0`` per batch item and head; three forms:
+From SS-Nyström (``K ~ C U C^T + delta I``; Wang, Zhang, Qian and Zhang, KDD 2014) applied to softmax
+attention (arXiv 2103.05638); the algorithm as implemented and measured is in docs/attention.md. One
+``delta >= 0`` per batch item and head, or one per row (``diagonal``); four forms:
 
 - ``core``:       ``F pinv(A - delta I) (B V) + delta V``
 - ``sketch``:     ``(F - delta E) pinv(A - delta I) (B V - delta V~) + delta V`` (exact when m = n)
 - ``projection``: ``F pinv(A) (B V) + delta (V - E V~)`` (rows still sum to 1; exact when m = n)
+- ``diagonal``:   one shift ``d_i`` per row; with ``delta=trace``
+  ``d_i = clip(s^_ii - (F pinv(A) B)_ii, 0, delta_max)`` restores the row's own softmax weight that
+  the approximant ``F pinv(A) B`` misses, and the row's other weights shrink so that it keeps its
+  sum (see :meth:`SpectralShiftAttention.combine_diagonal`); other estimators: ``d_i = delta``
 
 ``E`` is the n x m segment indicator and ``V~`` the segment means of V. All reduce to Nyström at
-``delta = 0`` and stay O(n m d). Everything but the combination step is inherited from Nyström.
+``delta = 0`` and stay O(n m d) (``diagonal``: O(n m^2) for ``F pinv(A)``). Everything but the
+combination step is inherited from Nyström.
 """
 
 from __future__ import annotations
@@ -18,19 +24,26 @@ import math
 import torch
 from torch import nn
 
-from attention._delta import NORMALISERS, landmark_delta, trace_delta
+from attention._delta import (
+    NORMALISERS,
+    approximant_diagonal,
+    diagonal_shift,
+    landmark_delta,
+    trace_delta,
+)
 from attention._landmarks import NystromFactors, expand_segments, landmark_system, segment_means
 from attention.nystrom import NystromAttention, _check_positive_int
 
-FORMS = ("core", "sketch", "projection")
+FORMS = ("core", "sketch", "projection", "diagonal")
 ESTIMATORS = ("trace", "landmark", "learned", "fixed")
 
 
 class SpectralShiftAttention(NystromAttention):
-    """Knobs (beyond Nyström's): ``form`` (core|sketch|projection), ``delta`` (trace|landmark|learned|
+    """Knobs (beyond Nyström's): ``form`` (core|sketch|projection|diagonal), ``delta`` (trace|landmark|learned|
     fixed), ``rank`` (k leading singular values kept out of the shift), ``delta_max`` (clip / scale of
     delta), ``detach_delta`` (no gradient through estimated delta), ``normaliser`` (free|sampled, for
-    ``trace``), ``num_samples`` (keys sampled by the ``sampled`` normaliser), ``fixed_delta``.
+    ``trace``), ``num_samples`` (keys sampled by the ``sampled`` normaliser), ``window`` (keys within
+    this many positions of a row enter its normaliser exactly; 0 = none), ``fixed_delta``.
 
     After every forward ``self.diagnostics["delta"]`` holds delta per head, averaged over the batch.
     """
@@ -51,6 +64,7 @@ class SpectralShiftAttention(NystromAttention):
         detach_delta: bool = True,
         normaliser: str = "free",
         num_samples: int = 64,
+        window: int = 0,
         fixed_delta: float = 0.0,
     ):
         super().__init__(num_heads, head_dim, max_len, num_landmarks, pinv, pinv_iterations, conv_kernel)
@@ -74,6 +88,7 @@ class SpectralShiftAttention(NystromAttention):
         if not (isinstance(fixed_delta, (int, float)) and math.isfinite(fixed_delta) and fixed_delta >= 0):
             raise ValueError(f"attention.fixed_delta must be a finite number >= 0; got {fixed_delta!r}")
         _check_positive_int(num_samples, "num_samples")
+        _check_positive_int(window, "window", minimum=0)
         self.form = form
         self.delta = delta
         self.rank = rank
@@ -81,6 +96,7 @@ class SpectralShiftAttention(NystromAttention):
         self.detach_delta = bool(detach_delta)
         self.normaliser = normaliser
         self.num_samples = num_samples
+        self.window = window
         self.fixed_delta = float(fixed_delta)
         self.keep_row_max = delta == "trace" and normaliser == "free"
         # learned: delta = delta_max * sigmoid(theta) per head; theta = 0 starts at delta_max / 2.
@@ -89,7 +105,8 @@ class SpectralShiftAttention(NystromAttention):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, form={self.form}, delta={self.delta}, rank={self.rank}, "
-            f"delta_max={self.delta_max}, detach_delta={self.detach_delta}, normaliser={self.normaliser}"
+            f"delta_max={self.delta_max}, detach_delta={self.detach_delta}, normaliser={self.normaliser}, "
+            f"window={self.window}"
         )
 
     # -- delta ---------------------------------------------------------------------------------------
@@ -109,19 +126,53 @@ class SpectralShiftAttention(NystromAttention):
                 return landmark_delta(f, self.rank, self.delta_max)
             if pinv_a is None:
                 pinv_a = self.pseudo_inverse(landmark_system(f.a, f.valid))
-            return trace_delta(f, pinv_a, self.rank, self.delta_max, self.normaliser, self.num_samples)
+            return trace_delta(
+                f, pinv_a, self.rank, self.delta_max, self.normaliser, self.num_samples, self.window
+            )
 
     # -- combination ---------------------------------------------------------------------------------
 
+    def row_shift(self, f: NystromFactors, p: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """The ``diagonal`` form's per-row shift ``d`` (b, h, n): estimated from each row's diagonal
+        with ``delta=trace`` (``own``: the approximant's diagonal), else the estimator's one delta per
+        head on every real row."""
+        if self.delta != "trace":
+            delta = self.estimate_delta(f, p)
+            return delta[..., None] * f.mask[:, None, :].to(delta.dtype)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_delta):
+            return diagonal_shift(f, own, self.delta_max, self.normaliser, self.num_samples, self.window)
+
+    def combine_diagonal(self, f: NystromFactors) -> tuple[torch.Tensor, torch.Tensor]:
+        """``diagonal``: row i keeps its own weight ``a_i + d_i`` (the approximant's diagonal ``a_i``
+        plus the shift) and spreads the rest, ``1 - a_i - d_i``, as the approximant spreads its
+        off-diagonal part: ``out_i = alpha_i (y_i - a_i v_i) + (a_i + d_i) v_i`` with
+        ``y = F pinv(A) B V`` and ``alpha_i = 1 - d_i / (1 - a_i)``. Rows keep the approximant's sum
+        (about 1), and ``d = 0`` is Nyström. Returns the output and the mean shift per item and head.
+
+        ``y`` is evaluated right to left as in Nyström; ``a_i`` (O(n m^2): row i of ``F pinv(A)``
+        dotted with column i of ``B``) is, with ``detach_delta``, a constant for autograd like the
+        estimated shift, so the shift adds no backward pass through the landmark products."""
+        p = self.pseudo_inverse(landmark_system(f.a, f.valid))
+        y = f.f @ (p @ (f.b @ f.v))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_delta):
+            own = approximant_diagonal(f.f @ p, f.b)
+        shift = self.row_shift(f, p, own)
+        alpha = (1 - shift / (1 - own).clamp_min(torch.finfo(own.dtype).eps)).clamp(0.0, 1.0)
+        out = alpha[..., None] * y + ((1 - alpha) * own + shift)[..., None] * f.v
+        delta = shift.sum(dim=-1) / f.mask.sum(dim=-1).clamp_min(1)[:, None].to(shift.dtype)
+        return out, delta
+
     def combine(self, f: NystromFactors) -> torch.Tensor:
-        if self.form == "projection":
+        if self.form == "diagonal":
+            out, delta = self.combine_diagonal(f)
+        elif self.form == "projection":
             # Projection keeps pinv(A) itself; the trace estimator reuses it.
             p = self.pseudo_inverse(landmark_system(f.a, f.valid))
             reuse = p.detach() if self.detach_delta else p
             delta = self.estimate_delta(f, reuse if self.delta == "trace" else None)
             d = delta[..., None, None]
-            v_means = segment_means(f.v, f.counts, self.num_landmarks)
-            out = f.f @ (p @ (f.b @ f.v)) + d * (f.v - expand_segments(v_means, f.segment))
+            v_means = segment_means(f.v, f.seg)
+            out = f.f @ (p @ (f.b @ f.v)) + d * (f.v - expand_segments(v_means, f.seg))
         else:
             delta = self.estimate_delta(f, None)
             d = delta[..., None, None]
@@ -129,11 +180,17 @@ class SpectralShiftAttention(NystromAttention):
             if self.form == "core":
                 out = f.f @ (p @ (f.b @ f.v)) + d * f.v
             else:  # sketch
-                v_means = segment_means(f.v, f.counts, self.num_landmarks)
+                v_means = segment_means(f.v, f.seg)
                 w = p @ (f.b @ f.v - d * v_means)
-                out = f.f @ w - d * expand_segments(w, f.segment) + d * f.v
-        self.diagnostics["delta"] = delta.detach().float().mean(dim=0)
+                out = f.f @ w - d * expand_segments(w, f.seg) + d * f.v
+        self._delta_rows = delta.detach().float()
+        self.diagnostics["delta"] = self._delta_rows.mean(dim=0)
         return out
+
+    def on_short_rows(self, short: torch.Tensor) -> None:
+        # Sequences of at most m real tokens were answered exactly: no shift was applied to them.
+        rows = torch.where(short[:, None], 0.0, self._delta_rows)
+        self.diagnostics["delta"] = rows.mean(dim=0)
 
     def on_exact_fallback(self, q: torch.Tensor) -> None:
         # m >= n: exact softmax, no shift applied.

@@ -29,26 +29,31 @@ def exact(q, k, v, mask=None):
 
 
 def naive_nystrom(q, k, v, mask, m, iterations):
-    """The spec, literally: per batch item and head, landmarks from the real tokens of each of the m
-    segments (segments without a real token are dropped: nothing attends to them), dense F, A, B,
-    Newton-Schulz with the per-matrix start."""
+    """The spec, literally: per batch item and head, the sequence's own real tokens split into m
+    contiguous segments (real token of rank r in segment floor(r m / L)), landmarks their means,
+    dense F, A, B, Newton-Schulz with the per-matrix start; a sequence of at most m real tokens gets
+    exact softmax."""
     b, h, n, d = q.shape
-    seg = math.ceil(n / m)
     out = torch.zeros_like(v)
     mask = torch.ones(b, n, dtype=torch.bool) if mask is None else mask
     for bi in range(b):
         real = mask[bi]
+        positions = real.nonzero().flatten().tolist()
+        length = len(positions)
         for hi in range(h):
             Q, K, V = q[bi, hi] * d**-0.25, k[bi, hi] * d**-0.25, v[bi, hi]
-            groups = [[t for t in range(j * seg, min((j + 1) * seg, n)) if real[t]] for j in range(m)]
-            groups = [g for g in groups if g]
+            if length <= m:
+                s = (Q[real] @ K[real].T).softmax(-1)
+                out[bi, hi, real] = s @ V[real]
+                continue
+            groups = [[p for r, p in enumerate(positions) if r * m // length == j] for j in range(m)]
             Ql = torch.stack([Q[g].mean(0) for g in groups])
             Kl = torch.stack([K[g].mean(0) for g in groups])
             F = (Q @ Kl.T).softmax(-1)
             A = (Ql @ Kl.T).softmax(-1)
             B = (Ql @ K[real].T).softmax(-1)
             Z = A.T / (A.abs().sum(0).max() * A.abs().sum(1).max())
-            eye = torch.eye(len(groups), dtype=A.dtype)
+            eye = torch.eye(m, dtype=A.dtype)
             for _ in range(iterations):
                 AZ = A @ Z
                 Z = 0.25 * Z @ (13 * eye - AZ @ (15 * eye - AZ @ (7 * eye - AZ)))
@@ -62,8 +67,9 @@ def rel_err(a, b):
 
 def test_matches_naive_reference_with_padding_and_ragged_length():
     q, k, v = qkv(n=50)
-    mask = padding_mask(2, 50, [50, 23])  # second sequence: 2 of 7 segments are empty
-    attn = NystromAttention(2, 8, num_landmarks=7, conv_kernel=0)  # 50 = 7 * 7 + 1: not divisible
+    mask = padding_mask(3, 50, [50, 23, 6])  # lengths not divisible by 7; the third is exact (6 <= 7)
+    q, k, v = qkv(b=3, n=50)
+    attn = NystromAttention(2, 8, num_landmarks=7, conv_kernel=0)
     out = attn(q, k, v, mask)
     ref = naive_nystrom(q, k, v, mask, m=7, iterations=6)
     assert out.shape == q.shape

@@ -7,7 +7,9 @@ differences that the settings below avoid or test explicitly:
 - The package starts Newton-Schulz from ``A^T / (max col sum * max row sum)`` with the maxima taken
   over the *whole batch* of matrices, ours per matrix. With one matrix (batch 1, one head) the two
   starts coincide; with several they differ after 6 iterations, and agree again once both converge.
-- It pads ragged lengths at the *front*, we pad at the end, so the segments differ unless n % m == 0.
+- It segments the batch's padded length (padding ragged lengths at the *front* to a multiple of m);
+  we segment each sequence's own real tokens, so with padding the two differ (tested below), and
+  without padding they agree when n % m == 0.
 - It divides masked landmark sums by ``count + 1e-8``; we divide by ``count`` (a 1e-8 relative shift).
 """
 
@@ -45,12 +47,17 @@ def test_single_matrix_matches_package():
     torch.testing.assert_close(ours, reference(q, k, v, None, 64, 6), rtol=1e-4, atol=1e-5)
 
 
-def test_single_matrix_matches_package_with_padding_mask():
-    q, k, v = inputs(1, 1, 256, 16, seed=1)
-    mask = torch.arange(256)[None, :] < 250  # every segment keeps a real token
+def test_padding_difference_from_package():
+    # Documented difference: the package segments the *padded* length, so its output for a sequence
+    # changes with the padding its batch imposes; ours segments each sequence's real tokens. A padded
+    # sequence of ours therefore equals the package's output on the same sequence unpadded.
+    q, k, v = inputs(1, 1, 320, 16, seed=1)
+    mask = torch.arange(320)[None, :] < 256  # 256 real tokens (8 per landmark), 64 padded
     ours = NystromAttention(1, 16, num_landmarks=32, conv_kernel=0)(q, k, v, mask)
-    theirs = reference(q, k, v, mask, 32, 6)
-    torch.testing.assert_close(ours[:, :, :250], theirs[:, :, :250], rtol=1e-4, atol=1e-5)
+    alone = reference(q[:, :, :256], k[:, :, :256], v[:, :, :256], None, 32, 6)
+    torch.testing.assert_close(ours[:, :, :256], alone, rtol=1e-4, atol=1e-5)
+    theirs_padded = reference(q, k, v, mask, 32, 6)[:, :, :256]
+    assert ((theirs_padded - alone).norm() / alone.norm()).item() > 0.05
 
 
 def test_batched_matrices_agree_once_newton_schulz_has_converged():

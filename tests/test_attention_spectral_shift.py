@@ -228,7 +228,7 @@ def test_landmark_estimator_uses_the_landmark_matrix():
 @pytest.mark.parametrize(
     ("knobs", "key"),
     [
-        ({"form": "dense"}, "attention.form must be one of core|sketch|projection"),
+        ({"form": "dense"}, "attention.form must be one of core|sketch|projection|diagonal"),
         ({"delta": "eig"}, "attention.delta must be one of trace|landmark|learned|fixed"),
         ({"normaliser": "exact"}, "attention.normaliser must be one of free|sampled"),
         ({"rank": 64}, "attention.rank"),
@@ -245,5 +245,5 @@ def test_bad_knobs_name_the_config_key(knobs, key):
 
 
 def test_every_estimator_and_form_is_listed():
-    assert FORMS == ("core", "sketch", "projection")
+    assert FORMS == ("core", "sketch", "projection", "diagonal")
     assert set(ESTIMATORS) == {"trace", "landmark", "learned", "fixed"}
