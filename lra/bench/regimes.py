@@ -6,8 +6,13 @@ it), so a lower temperature means peakier rows.
 - ``random``: q, k, v i.i.d. standard normal: unstructured attention, a slowly decaying spectrum.
 - ``smooth``: q and k vary smoothly along the sequence (Gaussian-filtered noise, renormalised), so
   neighbours attend alike: the low-rank case Nyström is built for.
+- ``smooth-fine`` / ``smooth-coarse``: the same with correlation lengths of 2 tokens and n / 8.
 - ``self``: k = q, so the diagonal logit ``|q_i|^2 / sqrt(d) ~ sqrt(d)`` dominates every row: tokens
   attend strongly to themselves and the spectrum of S is flat (about ``alpha I`` plus a small part).
+- ``local``: neighbouring tokens attend to each other: q and k are random Fourier features of the
+  position (plus some noise), so ``q_i . k_j`` is a Gaussian bump in ``i - j`` of width 8 tokens.
+- ``local-self``: a mixture, the ``local`` bump plus a shared noise part in q and k (k = q there), so a
+  token attends to itself and to its neighbours.
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-REGIMES = ("random", "smooth", "self")
+REGIMES = ("random", "smooth", "smooth-fine", "smooth-coarse", "self", "local", "local-self")
+SMOOTH_WIDTHS = {
+    "smooth": lambda n: max(n / 64, 2.0),
+    "smooth-fine": lambda n: 2.0,
+    "smooth-coarse": lambda n: n / 8,
+}
 
 
 def _smooth_noise(shape, generator, dtype, width: float) -> torch.Tensor:
@@ -31,6 +41,15 @@ def _smooth_noise(shape, generator, dtype, width: float) -> torch.Tensor:
     x = F.conv1d(F.pad(noise, (radius, radius), mode="reflect"), kernel, groups=d)
     x = (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)
     return x.transpose(1, 2).reshape(b, h, n, d)
+
+
+def _position_features(shape, generator, dtype, width: float) -> torch.Tensor:
+    """Random Fourier features of the position: ``phi_i . phi_j ~ exp(-(i - j)^2 / (2 width^2))``,
+    scaled to norm sqrt(d) like a standard normal vector (d even)."""
+    b, h, n, d = shape
+    freq = torch.randn(b, h, 1, d // 2, generator=generator, dtype=dtype) / width
+    phase = torch.arange(n, dtype=dtype)[:, None] * freq
+    return torch.cat([phase.cos(), phase.sin()], dim=-1) * math.sqrt(2.0)
 
 
 def make_regime(
@@ -48,9 +67,14 @@ def make_regime(
     v = torch.randn(shape, generator=g, dtype=dtype)
     if name == "random":
         q, k = torch.randn(shape, generator=g, dtype=dtype), torch.randn(shape, generator=g, dtype=dtype)
-    elif name == "smooth":
-        width = max(n / 64, 2.0)  # correlation length: a few segments of m = 64 landmarks
+    elif name in SMOOTH_WIDTHS:
+        width = SMOOTH_WIDTHS[name](n)  # smooth: a few segments of m = 64 landmarks
         q, k = (_smooth_noise(shape, g, dtype, width) for _ in range(2))
+    elif name in ("local", "local-self"):
+        pos = _position_features(shape, g, dtype, width=8.0)
+        noise_q = torch.randn(shape, generator=g, dtype=dtype)
+        noise_k = noise_q if name == "local-self" else torch.randn(shape, generator=g, dtype=dtype)
+        q, k = pos + 0.5 * noise_q, pos + 0.5 * noise_k
     elif name == "self":
         q = torch.randn(shape, generator=g, dtype=dtype)
         k = q.clone()
