@@ -75,6 +75,9 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def lengths(self) -> np.ndarray:
+        return np.full(len(self.indices), self.images.shape[1], dtype=np.int64)
+
     def __getstate__(self) -> dict:
         # Loader workers started by spawn/forkserver reopen the memory map instead of receiving a
         # pickled copy of the whole array (3.3 GB for Path-X).

@@ -151,3 +151,10 @@ class RaggedDataset(Dataset):
     def num_tokens(self, i: int) -> int:
         n = int(self.offsets[i + 1] - self.offsets[i])
         return min(n, self.max_len) if self.max_len else n
+
+    def lengths(self) -> np.ndarray:
+        """Every example's length as batched (after truncation; the longer document for two towers)."""
+        out = np.diff(self.offsets)
+        if self.offsets2 is not None:
+            out = np.maximum(out, np.diff(self.offsets2))
+        return np.minimum(out, self.max_len) if self.max_len else out

@@ -1,0 +1,52 @@
+"""Length-bucketed training batches: sequences of similar length share a batch, so less is padded.
+
+Opt-in (``data.batching=bucketed``); the default stays the published random batching. Every epoch
+uses every example exactly once, in an order fixed by (seed, epoch):
+
+1. shuffle all indices;
+2. cut the shuffled list into pools of ``pool_batches`` batches and sort each pool by length;
+3. cut every sorted pool into batches, and shuffle the order of all batches.
+
+Pools keep the randomness of which examples meet (a global sort would give the same batches every
+epoch); the final shuffle keeps long and short batches from arriving in runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+BATCHINGS = ("random", "bucketed")
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool_batches: int = 64):
+        if batch_size < 1 or pool_batches < 1:
+            raise ValueError("data.batch_size and the bucketing pool must be >= 1")
+        self.lengths = torch.as_tensor(lengths, dtype=torch.long)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pool = batch_size * pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at every epoch start: a new, still deterministic order."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size) if len(self.lengths) else 0
+
+    def batches(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g)
+        batches: list[torch.Tensor] = []
+        for pool in order.split(self.pool):
+            by_length = pool[torch.argsort(self.lengths[pool], stable=True)]
+            batches.extend(by_length.split(self.batch_size))
+        shuffled = torch.randperm(len(batches), generator=g)
+        return [batches[i].tolist() for i in shuffled]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()
