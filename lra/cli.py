@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from hydra.core.hydra_config import HydraConfig
@@ -26,11 +27,23 @@ def _traceback_to_log_file(exc: BaseException) -> None:
             handler.handle(record)
 
 
+def parallel_runs(hc) -> int:
+    """Runs a sweep executes at once on this machine: the joblib launcher's ``n_jobs`` (negative
+    means one per core, as in joblib), else 1."""
+    launcher = hc.launcher
+    if hc.mode != RunMode.MULTIRUN or "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    n_jobs = int(launcher.get("n_jobs", 1) or 1)
+    if n_jobs < 0:
+        n_jobs = max((os.cpu_count() or 1) + 1 + n_jobs, 1)
+    return n_jobs
+
+
 def run_from_hydra(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     try:
-        record = train(cfg, hc.runtime.output_dir)
+        record = train(cfg, hc.runtime.output_dir, parallel_runs=parallel_runs(hc))
     except USER_ERRORS as exc:
         _traceback_to_log_file(exc)
         if multirun:  # one failed run must not stop the sweep; results.json records the failure

@@ -23,7 +23,11 @@ def build_loggers(cfg_logger: DictConfig | None, save_dir: Path) -> list[Logger]
                 bool(lcfg.get("offline", True)) and os.environ.get("WANDB_MODE") != "online"
             )
             os.environ.setdefault("WANDB_SILENT", "true")
-        loggers.append(instantiate(lcfg, **overrides))
+        logger = instantiate(lcfg, **overrides)
+        if isinstance(logger, WandbLogger):
+            # Lightning always passes `anonymous`, which this W&B version warns about on every run.
+            getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+        loggers.append(logger)
     return loggers
 
 

@@ -45,7 +45,10 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "run_dir": (str,),
     "versions": (dict,),
     "git_commit": _opt_str,
+    "compute": (dict, type(None)),  # cores, threads, loader workers (lra.resources)
 }
+# Fields added after schema version 1 was first written: older records without them still read.
+OPTIONAL = {"compute"}
 STATUSES = ("completed", "failed")
 
 
@@ -54,6 +57,7 @@ class ResultsSchemaError(ValueError):
 
 
 def validate(record: dict[str, Any], where: str = FILENAME) -> dict[str, Any]:
+    record = {**{k: None for k in OPTIONAL}, **record}
     missing = [k for k in SCHEMA if k not in record]
     if missing:
         raise ResultsSchemaError(f"{where}: missing fields {missing}")

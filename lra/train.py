@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -17,9 +18,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from data.cache import preparation_lock
 from lra import results
 from lra.callbacks import AttentionDiagnostics, PeakMemory, Throughput
+from lra.callbacks.progress import StepProgressBar
+from lra.console import quiet_third_party_notices
 from lra.loggers import build_loggers, close_loggers, describe_run, log_summary
 from lra.module import LRAModule
 from lra.provenance import git_commit, package_versions
+from lra.resources import apply_compute, plan_compute
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +60,29 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers, callbacks) -> pl.Trai
     )
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Run one experiment in ``run_dir`` and return its results record (also written there)."""
+def compute_plan(cfg: DictConfig, parallel_runs: int = 1):
+    """Threads and loader workers for this run (see :mod:`lra.resources`)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    devices = cfg.trainer.get("devices", 1)
+    ddp = "ddp" in str(cfg.trainer.get("strategy", "auto"))
+    processes = devices if (ddp and not gpu and isinstance(devices, int)) else 1
+    return plan_compute(
+        cfg.get("threads"),
+        cfg.data.get("num_workers"),
+        gpu=gpu,
+        parallel_runs=parallel_runs,
+        processes=processes,
+    )
+
+
+def train(cfg: DictConfig, run_dir: Path, parallel_runs: int = 1) -> dict:
+    """Run one experiment in ``run_dir`` and return its results record (also written there).
+
+    ``parallel_runs``: how many runs a parallel sweep executes at once (they share the cores)."""
     run_dir = Path(run_dir)
     started = time.time()
+    quiet_third_party_notices()
     record = {
         "schema_version": results.SCHEMA_VERSION,
         "status": "failed",
@@ -85,6 +108,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "run_dir": str(run_dir),
         "versions": package_versions(),
         "git_commit": git_commit(),
+        "compute": None,
     }
     trainer = None
     try:
@@ -93,7 +117,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 f"ckpt_path={cfg.ckpt_path} does not exist; point it at <run dir>/checkpoints/last.ckpt"
             )
         pl.seed_everything(cfg.seed, workers=True)
-        datamodule = instantiate(cfg.data)
+        plan = compute_plan(cfg, parallel_runs)
+        apply_compute(plan)
+        record["compute"] = plan.as_record()
+        datamodule = instantiate(cfg.data, num_workers=plan.workers)
         check_compatible(cfg, datamodule)
         if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # Lightning prepares data on local rank 0 only
             with preparation_lock(cfg.cache_dir):
@@ -123,9 +150,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         )
         throughput, memory = Throughput(warmup_steps=cfg.get("speed_warmup_steps", 5)), PeakMemory()
         loggers = build_loggers(cfg.get("logger"), run_dir)
-        trainer = build_trainer(
-            cfg, run_dir, loggers, [checkpoint, last, throughput, memory, AttentionDiagnostics()]
-        )
+        callbacks = [checkpoint, last, throughput, memory, AttentionDiagnostics()]
+        if cfg.trainer.get("enable_progress_bar", True):
+            callbacks.append(StepProgressBar())
+        trainer = build_trainer(cfg, run_dir, loggers, callbacks)
         describe_run(loggers, cfg)
         log_summary(loggers, {"params/total": record["params_total"]}, step=0)
 

@@ -1,0 +1,42 @@
+"""A training progress bar that counts optimisation steps up to ``max_steps``.
+
+Lightning's bar counts the batches of the current epoch, so a 5,000-step ListOps run (3,000 batches
+per epoch) showed "3000" as its total and an ETA that was not the run's. This one spans the run:
+its total is ``trainer.max_steps`` (unknown when training is epoch-bound), it starts at the resumed
+step, and it does not restart at epoch boundaries.
+"""
+
+from __future__ import annotations
+
+from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import _update_n, convert_inf
+
+
+class StepProgressBar(TQDMProgressBar):
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+        bar = self.train_progress_bar
+        bar.reset(total=convert_inf(trainer.max_steps if trainer.max_steps > 0 else None))
+        bar.initial = trainer.global_step
+        bar.n = trainer.global_step
+        bar.set_description("Training steps")
+
+    def on_train_epoch_start(self, trainer, *_):
+        # One bar for the whole run: nothing restarts with the epoch.
+        pass
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        bar = self.train_progress_bar
+        step = trainer.global_step
+        if bar is not None and self._should_update(step, bar.total):
+            _update_n(bar, step)
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version folder, always version_0 here
+        return metrics
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not self.train_progress_bar.disable:
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))

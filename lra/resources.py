@@ -1,0 +1,86 @@
+"""How many CPU threads and data-loader workers a run uses, decided from the cores it may use.
+
+On a small machine oversubscription is the difference between a fast and a collapsed run: two
+intra-op threads sharing a core with a loader worker (or with a second run of a parallel sweep) made
+one Nyström training step 10x slower than one thread alone. So a run gets the cores it may use —
+its CPU affinity, or what SLURM granted, divided by the runs a parallel sweep starts at once, or by
+the processes of CPU DDP — and uses them as intra-op threads. Loader workers are 0 on CPU (every
+task's data is a cached in-memory or memory-mapped array: collating a batch costs far less than a
+worker's competition for the cores) and a few on GPU (where the cores are otherwise idle while the
+GPU computes). ``threads`` and ``data.num_workers`` override either choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+GPU_LOADER_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class ComputePlan:
+    cores: int  # CPU cores this run may use
+    threads: int  # torch intra-op threads
+    workers: int  # DataLoader worker processes
+    reason: str  # where ``cores`` came from, for the log and results.json
+
+    def as_record(self) -> dict:
+        return asdict(self)
+
+
+def machine_cores() -> tuple[int, str]:
+    """Cores this process may use: SLURM's grant, else the CPU affinity mask."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
+    if slurm and slurm.isdigit() and int(slurm) > 0:
+        return int(slurm), "SLURM_CPUS_PER_TASK"
+    try:
+        return len(os.sched_getaffinity(0)), "CPU affinity"
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1, "os.cpu_count"
+
+
+def plan_compute(
+    threads: int | None = None,
+    workers: int | None = None,
+    *,
+    gpu: bool = False,
+    parallel_runs: int = 1,
+    processes: int = 1,
+) -> ComputePlan:
+    """The run's threads and loader workers.
+
+    ``parallel_runs``: runs a parallel sweep executes at once on this machine; ``processes``: processes
+    of this run sharing the machine's cores (CPU DDP). ``threads`` / ``workers`` given: used as they are.
+    """
+    total, source = machine_cores()
+    share = max(parallel_runs, 1) * max(processes, 1)
+    cores = max(total // share, 1)
+    reason = source if share == 1 else f"{source} {total} / {share} (parallel runs x processes)"
+    if workers is None:
+        workers = min(GPU_LOADER_WORKERS, max(cores - 1, 0)) if gpu else 0
+    if threads is None:
+        threads = cores if gpu else max(cores - workers, 1)
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        if omp.isdigit() and 0 < int(omp) < threads:  # an explicit limit from the environment is kept
+            threads = int(omp)
+            reason = f"{reason}; OMP_NUM_THREADS={omp}"
+    return ComputePlan(cores=cores, threads=int(threads), workers=int(workers), reason=reason)
+
+
+def apply_compute(plan: ComputePlan) -> None:
+    """Set torch's intra-op threads (inter-op threads can only be set before any parallel work, and
+    the harness runs no inter-op parallel code, so they are left alone)."""
+    torch.set_num_threads(plan.threads)
+    log.info(
+        "compute: %d core(s) (%s): %d intra-op thread(s), %d loader worker(s)",
+        plan.cores,
+        plan.reason,
+        plan.threads,
+        plan.workers,
+    )
