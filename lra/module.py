@@ -8,7 +8,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lra.schedule import warmup_linear_decay
+from lra.schedule import SCHEDULES, make_schedule
 
 
 class NonFiniteLossError(RuntimeError):
@@ -16,8 +16,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 class LRAModule(LightningModule):
-    """Classification on any LRA task: cross-entropy, AdamW, warmup + linear decay, epoch-level
-    accuracy per split (torchmetrics accumulates over the whole split, then computes once)."""
+    """Classification on any LRA task: cross-entropy, AdamW with the schedule ``optim.schedule``
+    (:mod:`lra.schedule`), epoch-level accuracy per split (torchmetrics accumulates over the whole
+    split, then computes once)."""
 
     def __init__(
         self,
@@ -29,8 +30,11 @@ class LRAModule(LightningModule):
         eps: float = 1e-6,
         warmup_steps: int = 0,
         total_steps: int | None = None,
+        schedule: str = "onecycle",
     ):
         super().__init__()
+        if schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule={schedule!r} must be one of {'|'.join(SCHEDULES)}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -80,5 +84,5 @@ class LRAModule(LightningModule):
         total = hp.total_steps or self.trainer.max_steps
         if total is None or total <= 0 or math.isinf(total):
             total = self.trainer.estimated_stepping_batches
-        sched = warmup_linear_decay(opt, hp.warmup_steps, int(total))
+        sched = make_schedule(hp.get("schedule", "linear"), opt, hp.warmup_steps, int(total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

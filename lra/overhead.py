@@ -66,7 +66,7 @@ def bare_loop(cfg, device: torch.device, warmup: int) -> float:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from lra.schedule import warmup_linear_decay
+    from lra.schedule import make_schedule
     from lra.train import build_model
 
     pl.seed_everything(cfg.seed, workers=True)  # same seed, same order: the harness's batches
@@ -82,7 +82,9 @@ def bare_loop(cfg, device: torch.device, warmup: int) -> float:
         eps=optim.eps,
         weight_decay=optim.weight_decay,
     )
-    sched = warmup_linear_decay(opt, optim.warmup_steps, int(cfg.trainer.max_steps))
+    sched = make_schedule(
+        optim.get("schedule", "linear"), opt, optim.warmup_steps, int(cfg.trainer.max_steps)
+    )
     steps = int(cfg.trainer.max_steps)
     step, start = 0, None
     # One loader, iterated once per epoch as Lightning does: its seeded generator then gives the same
