@@ -17,7 +17,8 @@ class LRATransformer(nn.Module):
     Task attributes (vocabulary, classes, length, pooling, towers, embedding) arrive as constructor
     arguments from the composed config; ``attention`` is a partial that builds one attention core per
     block given ``num_heads``, ``head_dim`` and ``max_len``. Defaults are the published
-    Nyströmformer LRA setting: 2 layers, dim 64, 2 heads, FFN 128.
+    Nyströmformer LRA setting: 2 layers, dim 64, 2 heads, FFN 128, token and position embeddings
+    drawn from N(0, 0.02^2), a ReLU MLP head.
     """
 
     def __init__(
@@ -35,19 +36,21 @@ class LRATransformer(nn.Module):
         two_towers: bool = False,
         embedding: str = "token",
         head_hidden_dim: int | None = None,
+        embedding_init_std: float | None = 0.02,
+        head_activation: str = "relu",
     ):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling={pooling!r} is not one of {sorted(POOLINGS)}")
         if embedding not in EMBEDDINGS:
             raise ValueError(f"model.embedding={embedding!r} is not one of {sorted(EMBEDDINGS)}")
-        self.embed = EMBEDDINGS[embedding](vocab_size, dim, max_len, dropout)
+        self.embed = EMBEDDINGS[embedding](vocab_size, dim, max_len, dropout, embedding_init_std)
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, num_heads, ffn_dim, attention, max_len, dropout) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
         self.pool = POOLINGS[pooling]
-        self.head = ClassifierHead(dim, head_hidden_dim or ffn_dim, num_classes, two_towers)
+        self.head = ClassifierHead(dim, head_hidden_dim or ffn_dim, num_classes, two_towers, head_activation)
         self.two_towers = two_towers
 
     def encode(self, input_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
