@@ -25,12 +25,24 @@ class DataFormatError(ValueError):
     """A malformed input file; the message names the file and line."""
 
 
-def tokenize(source: str) -> list[str]:
-    # The release's grouping parentheses carry no information beyond the brackets.
-    return source.replace("(", " ").replace(")", " ").split()
+def tokenize(source: str, closing_brackets: bool = False) -> list[str]:
+    """Tokens of a release-format expression. The grouping parentheses are always dropped.
+
+    ``closing_brackets=False`` is what the LRA release's own input pipeline feeds every published LRA
+    model (the JAX LRA code and the Nyströmformer, Skyformer and xformers harnesses that reuse it): its
+    tokenizer keeps only alphanumeric runs, so ``[MIN`` becomes ``MIN`` and every ``]`` disappears, and
+    where an operator's arguments end is not in the input. ``True`` keeps ``]`` (as the S4 line of work
+    does), which makes every expression unambiguous: a different, easier task than the published rows.
+    """
+    tokens = source.replace("(", " ").replace(")", " ").split()
+    if closing_brackets:
+        return tokens
+    return [t for t in tokens if t != "]"]
 
 
-def read_listops_tsv(path: Path, vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_listops_tsv(
+    path: Path, vocab: dict[str, int], closing_brackets: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stream a TSV into (flat uint8 token ids, offsets, labels) without holding the text in memory."""
     flat = array.array("B")
     offsets = [0]
@@ -54,7 +66,7 @@ def read_listops_tsv(path: Path, vocab: dict[str, int]) -> tuple[np.ndarray, np.
             if not 0 <= label <= 9:
                 raise DataFormatError(f"{path}:{lineno}: target {label} is outside 0..9")
             try:
-                ids = [vocab[t] for t in tokenize(source)]
+                ids = [vocab[t] for t in tokenize(source, closing_brackets)]
             except KeyError as e:
                 raise DataFormatError(f"{path}:{lineno}: unknown ListOps token {e.args[0]!r}") from None
             flat.extend(ids)
@@ -82,9 +94,11 @@ class ListOpsDataModule(LRADataModule):
         max_len: int = 2000,
         generate: dict | None = None,
         workers: int | None = None,
+        closing_brackets: bool = False,
         **loader,
     ):
         super().__init__(**loader)
+        self.closing_brackets = bool(closing_brackets)
         if source not in SOURCES:
             raise ValueError(f"data.source={source!r} must be one of {'|'.join(SOURCES)}")
         self.path = Path(path)
@@ -121,7 +135,8 @@ class ListOpsDataModule(LRADataModule):
 
     def _cache_path(self, source_dir: Path) -> Path:
         sig = [file_signature(source_dir / f) for f in SPLIT_FILES.values()]
-        return self.cache_dir / "listops" / fingerprint(str(source_dir.resolve()), sig, VOCAB)
+        tokens = "with closing brackets" if self.closing_brackets else "LRA tokens (no brackets)"
+        return self.cache_dir / "listops" / fingerprint(str(source_dir.resolve()), sig, VOCAB, tokens)
 
     def prepare_data(self) -> None:
         source_dir = self.resolve_source_dir()
@@ -129,7 +144,7 @@ class ListOpsDataModule(LRADataModule):
         if all((cache / f"{s}.npz").exists() for s in SPLIT_FILES):
             return
         for split, fname in SPLIT_FILES.items():
-            flat, offsets, labels = read_listops_tsv(source_dir / fname, self.vocab)
+            flat, offsets, labels = read_listops_tsv(source_dir / fname, self.vocab, self.closing_brackets)
             save_ragged(cache / f"{split}.npz", flat=flat, offsets=offsets, labels=labels)
         atomic_write_text(cache / "vocab.json", json.dumps(self.vocab, indent=1) + "\n")
         atomic_write_text(

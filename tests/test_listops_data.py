@@ -39,7 +39,12 @@ def test_tsv_round_trip(tmp_path):
     write_release(tmp_path / "listops-1000")
     flat, offsets, labels = read_listops_tsv(tmp_path / "listops-1000" / "basic_train.tsv", VOCAB_IDS)
     first = [VOCAB[i] for i in flat[offsets[0] : offsets[1]]]
-    assert first == ["[MAX", "2", "9", "]"] == tokenize("( ( ( [MAX 2 ) 9 ) ] )")
+    # The LRA pipeline's tokens: no grouping parentheses and no closing brackets.
+    assert first == ["[MAX", "2", "9"] == tokenize("( ( ( [MAX 2 ) 9 ) ] )")
+    flat, offsets, _ = read_listops_tsv(
+        tmp_path / "listops-1000" / "basic_train.tsv", VOCAB_IDS, closing_brackets=True
+    )
+    assert [VOCAB[i] for i in flat[offsets[0] : offsets[1]]] == ["[MAX", "2", "9", "]"]
     assert labels[:3].tolist() == [9, 2, 7]
     assert len(labels) == 10 and offsets[-1] == len(flat)
 
@@ -128,3 +133,17 @@ def test_max_len_truncates(tmp_path):
     dm = module(tmp_path, max_len=3)
     dm.setup()
     assert max(len(dm.splits["train"][i]["input_ids"]) for i in range(10)) == 3
+
+
+def test_closing_brackets_option_gives_its_own_cache(tmp_path):
+    write_release(tmp_path / "listops-1000")
+    lra_tokens = module(tmp_path)
+    lra_tokens.prepare_data()
+    lra_tokens.setup()
+    kept = module(tmp_path, closing_brackets=True)
+    kept.prepare_data()
+    kept.setup()
+    assert kept._cache_path(kept.path) != lra_tokens._cache_path(lra_tokens.path)
+    n_lra = sum(lra_tokens.splits["train"].lengths())
+    n_kept = sum(kept.splits["train"].lengths())
+    assert n_kept > n_lra

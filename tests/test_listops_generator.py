@@ -57,7 +57,7 @@ def test_release_format_round_trips_through_tokeniser():
     spec = ListOpsSpec(max_depth=4)
     for _ in range(200):
         text, value, n = grow(rng, 1, spec)
-        tokens = tokenize(text)
+        tokens = tokenize(text, closing_brackets=True)
         assert len(tokens) == n
         assert evaluate_tokens(tokens) == value
         if n > 1:  # operators are wrapped pairwise in parentheses as in the release
@@ -70,7 +70,7 @@ def test_length_bounds_and_uniqueness():
     assert len(examples) == 80
     assert len({t for t, _ in examples}) == 80
     for text, value in examples:
-        assert 20 < len(tokenize(text)) < 80
+        assert 20 < len(tokenize(text, closing_brackets=True)) < 80
         assert 0 <= value <= 9
 
 
@@ -90,7 +90,7 @@ def test_same_seed_gives_byte_identical_files_whatever_the_workers(tmp_path):
     header, first = (a / "basic_train.tsv").read_text().splitlines()[:2]
     assert header == "Source\tTarget"
     source, target = first.split("\t")
-    assert evaluate_tokens(tokenize(source)) == int(target)
+    assert evaluate_tokens(tokenize(source, closing_brackets=True)) == int(target)
 
 
 def test_interrupted_generation_leaves_nothing_to_reuse(tmp_path, monkeypatch):
