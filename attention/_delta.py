@@ -29,8 +29,11 @@ def window_logits(f: NystromFactors, window: int) -> tuple[torch.Tensor, torch.T
     size = blocks * window
     q_blocks = torch.nn.functional.pad(q, (0, 0, 0, size - n)).view(b, h, blocks, window, d)
     keys = torch.nn.functional.pad(k, (0, 0, window, size - n + window))  # block t: keys [tw - w, tw + 2w)
-    k_blocks = keys.unfold(2, 3 * window, window)  # (b, h, blocks, d, 3w)
-    logits = q_blocks @ k_blocks  # (b, h, blocks, w, 3w)
+    # The previous, own and next block of keys side by side: three contiguous slices, one copy.
+    k_blocks = torch.cat(
+        [keys[:, :, s * window : s * window + size].view(b, h, blocks, window, d) for s in range(3)], dim=-2
+    )
+    logits = q_blocks @ k_blocks.transpose(-1, -2)  # (b, h, blocks, w, 3w)
     offsets = torch.arange(-window, window + 1, device=q.device)
     column = torch.arange(window, device=q.device)[:, None] + window + offsets[None, :]  # (w, 2w + 1)
     near = logits.gather(-1, column.expand(b, h, blocks, window, width)).reshape(b, h, size, width)[:, :, :n]
@@ -149,10 +152,11 @@ def trace_estimate(f: NystromFactors, normaliser: str, num_samples: int, window:
     return diagonal_weights(f, normaliser, num_samples, window).sum(dim=-1)
 
 
-def approximant_diagonal(f_pinv: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(F pinv(A) B)_ii`` for every row, (b, h, n), in O(n m) given ``F pinv(A)`` (b, h, n, m):
-    row i of ``F pinv(A)`` dotted with column i of ``B``; nothing n x n."""
-    return torch.einsum("bhnm,bhmn->bhn", f_pinv, b)
+def approximant_diagonal(f: torch.Tensor, pinv_a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(F pinv(A) B)_ii`` for every row, (b, h, n): row i of ``F pinv(A)`` dotted with column i of
+    ``B``, O(n m^2), nothing n x n. Computed as ``(pinv(A)^T F^T) * B`` summed over the landmarks, so
+    that both operands of the product have B's (m, n) layout (no transposed copy of an n x m tensor)."""
+    return ((pinv_a.transpose(-1, -2) @ f.transpose(-1, -2)) * b).sum(dim=-2)
 
 
 def diagonal_shift(

@@ -155,7 +155,7 @@ class SpectralShiftAttention(NystromAttention):
         p = self.pseudo_inverse(landmark_system(f.a, f.valid))
         y = f.f @ (p @ (f.b @ f.v))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_delta):
-            own = approximant_diagonal(f.f @ p, f.b)
+            own = approximant_diagonal(f.f, p, f.b)
         shift = self.row_shift(f, p, own)
         alpha = (1 - shift / (1 - own).clamp_min(torch.finfo(own.dtype).eps)).clamp(0.0, 1.0)
         out = alpha[..., None] * y + ((1 - alpha) * own + shift)[..., None] * f.v
