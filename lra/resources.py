@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -45,6 +46,30 @@ def machine_cores() -> tuple[int, str]:
         return os.cpu_count() or 1, "os.cpu_count"
 
 
+def busy_cores(sample_s: float = 0.3) -> float:
+    """Cores kept busy by other processes right now: non-idle CPU time over a short sample of
+    ``/proc/stat`` (0 where it cannot be read). A run that starts beside another job then does not
+    put a thread on the core that job occupies (two threads on one free core collapse: every
+    parallel region waits for the thread that is not running)."""
+    def totals():
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = totals()
+        time.sleep(sample_s)
+        total1, idle1 = totals()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    elapsed = total1 - total0
+    if elapsed <= 0:
+        return 0.0
+    cpus = os.cpu_count() or 1
+    return cpus * (1.0 - (idle1 - idle0) / elapsed)
+
+
 def plan_compute(
     threads: int | None = None,
     workers: int | None = None,
@@ -52,16 +77,25 @@ def plan_compute(
     gpu: bool = False,
     parallel_runs: int = 1,
     processes: int = 1,
+    busy: float | None = None,
 ) -> ComputePlan:
     """The run's threads and loader workers.
 
     ``parallel_runs``: runs a parallel sweep executes at once on this machine; ``processes``: processes
-    of this run sharing the machine's cores (CPU DDP). ``threads`` / ``workers`` given: used as they are.
+    of this run sharing the machine's cores (CPU DDP); ``busy``: cores other processes keep busy
+    (measured with :func:`busy_cores` when None, for a single CPU run only). ``threads`` /
+    ``workers`` given: used as they are.
     """
     total, source = machine_cores()
     share = max(parallel_runs, 1) * max(processes, 1)
     cores = max(total // share, 1)
     reason = source if share == 1 else f"{source} {total} / {share} (parallel runs x processes)"
+    if share == 1 and not gpu and threads is None:
+        busy = busy_cores() if busy is None else busy
+        taken = min(int(busy + 0.5), total - 1)  # a core counts as taken when mostly busy
+        if taken > 0:
+            cores = max(total - taken, 1)
+            reason = f"{source} {total}, {taken} busy with other processes"
     if workers is None:
         workers = min(GPU_LOADER_WORKERS, max(cores - 1, 0)) if gpu else 0
     if threads is None:
