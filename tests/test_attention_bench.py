@@ -11,7 +11,7 @@ from attention import NystromAttention, SoftmaxAttention
 from lra.bench import efficiency, fidelity
 from lra.bench.__main__ import main as bench_main
 from lra.bench.capture import capture_model
-from lra.bench.regimes import diagonal_mass, exact_attention, make_regime
+from lra.bench.regimes import REGIMES, diagonal_mass, exact_attention, make_regime
 
 
 def test_fidelity_smoke(tmp_path, capsys):
@@ -29,7 +29,7 @@ def test_fidelity_smoke(tmp_path, capsys):
     assert (tmp_path / "fidelity.png").stat().st_size > 0
     settings = {r["setting"] for r in record["rows"]}
     assert settings == {"nystrom", "ss-core-trace-free", "ss-sketch-landmark"}
-    assert len(record["rows"]) == 3 * 2 * 2 * 3  # regimes x temperatures x lengths x settings
+    assert len(record["rows"]) == len(REGIMES) * 2 * 2 * 3  # regimes x temperatures x lengths x settings
     assert all(r["ratio"] == 1.0 for r in record["rows"] if r["setting"] == "nystrom")
     assert "| self |" in capsys.readouterr().out
 
@@ -46,6 +46,20 @@ def test_efficiency_smoke(tmp_path):
         assert r["time_s"] > 0 and len(r["time_samples_s"]) == 2
     assert all(r["ratio_to_nystrom"] == 1.0 for r in rows if r["variant"] == "nystrom")
     assert (tmp_path / "efficiency.png").stat().st_size > 0
+
+
+def test_step_smoke(tmp_path):
+    argv = ["step", "--tasks", "listops", "--attentions", "softmax,nystrom", "--reps", "2", "--warmup", "1"]
+    argv += ["--set", "model.max_len=96", "--set", "data.batch_size=2", "--threads", "1"]
+    argv += ["--out", str(tmp_path)]
+    assert bench_main(argv) == 0
+    record = json.loads((tmp_path / "step.json").read_text())
+    rows = {r["attention"]: r for r in record["rows"]}
+    assert set(rows) == {"softmax", "nystrom"} and rows["nystrom"]["ratio"] == 1.0
+    for r in rows.values():
+        assert r["time_s"] > 0 and r["flops"] > 0 and r["peak_bytes"] > 0 and (r["batch"], r["n"]) == (2, 96)
+    assert record["gemm_gflops_per_s"] > 0 and record["threads"] == 1
+    assert "| listops | nystrom | 2 x 96 |" in (tmp_path / "step.md").read_text()
 
 
 def test_cpu_peak_memory_is_measured_in_a_fresh_process():

@@ -1,4 +1,4 @@
-"""``python -m lra.bench {fidelity,efficiency} [options]``; ``--help`` on each lists its options."""
+"""``python -m lra.bench {fidelity,efficiency,step} [options]``; ``--help`` on each lists its options."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "fidelity": "lra.bench.fidelity",
     "efficiency": "lra.bench.efficiency",
+    "step": "lra.bench.step",
 }
 
 

@@ -1,0 +1,399 @@
+"""Step: the time of one training step (forward, backward, AdamW) of each task x attention.
+
+``python -m lra.bench step [--tasks listops] [--attentions softmax,nystrom,spectral_shift]
+[--set model.max_len=1000 ...] [--device cpu|cuda] [--load 1] [--parallel-check]``
+
+The model, optimiser and batch shape are the run's own (composed from ``conf/`` exactly as
+``run.py`` composes them, ``--set`` adding overrides); the batch is synthetic but full: every
+sequence at ``model.max_len``, all tokens real. Attentions of one task are timed interleaved (every
+repetition runs each once, in a rotating order) and reported as medians and as medians of paired
+ratios. Also per step: the FLOPs PyTorch's ``FlopCounterMode`` counts for forward + backward, the
+achieved GFLOP/s, and, once per run, this machine's GEMM rate at the same thread count; peak memory
+of one step in a fresh process (CPU: peak RSS; CUDA: ``max_memory_allocated``).
+
+``--load N`` keeps N other processes spinning on the CPU while timing (a shared machine);
+``--parallel-check`` times two runs side by side (each with the threads a 2-job parallel sweep
+gives it) against one run alone and reports the aggregate throughput ratio.
+
+Writes ``step.json``, ``step.md`` and ``step.png`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def compose(task: str, attention: str, sets: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose("config", [f"task={task}", f"attention={attention}", *sets])
+
+
+def make_batch(cfg, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A full batch of the task's shape: ``data.batch_size`` sequences of ``model.max_len`` real tokens."""
+    g = torch.Generator().manual_seed(seed)
+    b, n = int(cfg.data.batch_size), int(cfg.model.max_len)
+    vocab, classes = int(cfg.model.vocab_size), int(cfg.model.num_classes)
+    batch = {
+        "input_ids": torch.randint(1, vocab, (b, n), generator=g),
+        "mask": torch.ones(b, n, dtype=torch.bool),
+        "label": torch.randint(0, classes, (b,), generator=g),
+    }
+    if cfg.model.get("two_towers"):
+        batch["input_ids2"] = torch.randint(1, vocab, (b, n), generator=g)
+        batch["mask2"] = torch.ones(b, n, dtype=torch.bool)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+class Stepper:
+    """One (task, attention): model, optimiser and batch, and a method that runs one training step."""
+
+    def __init__(self, cfg, device: str):
+        from lra.train import build_model
+
+        torch.manual_seed(0)
+        self.model = build_model(cfg).to(device).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(cfg.optim.lr), eps=1e-6)
+        self.batch = make_batch(cfg, device)
+        self.device = device
+        self.autocast = device == "cuda" and "bf16" in str(cfg.trainer.get("precision", ""))
+
+    def forward_backward(self) -> None:
+        inputs = {k: v for k, v in self.batch.items() if k != "label"}
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.model(**inputs)
+        F.cross_entropy(logits.float(), self.batch["label"]).backward()
+
+    def step(self) -> None:
+        self.forward_backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def timer(device: str):
+    if device == "cuda":
+
+        def timed(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1000.0
+
+        return timed
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    return timed
+
+
+def count_flops(stepper: Stepper) -> float | None:
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:  # pragma: no cover - old torch
+        return None
+    with FlopCounterMode(display=False) as counter:
+        stepper.forward_backward()
+    stepper.opt.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def gemm_rate(device: str, size: int = 2048, reps: int = 5) -> float:
+    """This machine's fp32 GEMM rate (GFLOP/s) at the current thread count."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    timed = timer(device)
+    timed(lambda: a @ b)
+    best = min(timed(lambda: a @ b) for _ in range(reps))
+    return 2 * size**3 / best / 1e9
+
+
+def time_task(task: str, attentions: list[str], args) -> dict[str, list[float]]:
+    steppers = {a: Stepper(compose(task, a, args.set), args.device) for a in attentions}
+    for s in steppers.values():
+        for _ in range(args.warmup):
+            s.step()
+    timed = timer(args.device)
+    samples: dict[str, list[float]] = {a: [] for a in attentions}
+    for rep in range(args.reps):
+        shift = rep % len(attentions)
+        for a in attentions[shift:] + attentions[:shift]:
+            samples[a].append(timed(steppers[a].step))
+    return samples
+
+
+def measure_memory_here(task: str, attention: str, args) -> dict:
+    stepper = Stepper(compose(task, attention, args.set), args.device)
+    stepper.step()
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        stepper.step()
+        torch.cuda.synchronize()
+        return {"peak_bytes": torch.cuda.max_memory_allocated() - before, "memory": "cuda_max_allocated"}
+    from lra.bench.efficiency import _status_kib
+
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    stepper.step()
+    return {"peak_bytes": max(_status_kib("VmHWM") - before, 0) * 1024, "memory": "peak RSS growth"}
+
+
+def measure_memory(task: str, attention: str, args) -> dict:
+    if args.device == "cuda":
+        return measure_memory_here(task, attention, args)
+    cmd = [sys.executable, "-m", "lra.bench.step", "--memory-worker", f"{task}:{attention}", *forward(args)]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.worker_timeout)
+    if done.returncode != 0:
+        return {"peak_bytes": None, "memory_error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def forward(args) -> list[str]:
+    """The options a worker subprocess needs to rebuild the same step."""
+    out = [f"--device={args.device}", f"--threads={args.threads}"]
+    for s in args.set:
+        out += ["--set", s]
+    return out
+
+
+# -- a shared machine and parallel runs ------------------------------------------------------------
+
+
+def _spin(stop) -> None:
+    while not stop.is_set():
+        pass
+
+
+class Load:
+    """``n`` processes that keep a core busy each, while the block runs."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.ctx = mp.get_context("fork")
+        self.stop = self.ctx.Event()
+        self.procs = []
+
+    def __enter__(self):
+        self.procs = [self.ctx.Process(target=_spin, args=(self.stop,), daemon=True) for _ in range(self.n)]
+        for p in self.procs:
+            p.start()
+        time.sleep(0.5 if self.n else 0)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for p in self.procs:
+            p.join(timeout=5)
+
+
+def _throughput_worker(task, attention, sets, device, threads, seconds, queue) -> None:
+    torch.set_num_threads(threads)
+    ns = argparse.Namespace(set=sets, device=device)
+    stepper = Stepper(compose(task, attention, ns.set), device)
+    stepper.step()
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        stepper.step()
+        steps += 1
+    queue.put(steps / (time.perf_counter() - t0))
+
+
+def parallel_check(task: str, attention: str, args) -> dict:
+    """Aggregate steps/s of two runs side by side vs one run alone (each with the policy's threads)."""
+    from lra.resources import plan_compute
+
+    ctx = mp.get_context("spawn")
+    rates = {}
+    for jobs in (1, 2):
+        threads = plan_compute(parallel_runs=jobs, busy=0.0).threads
+        queue = ctx.Queue()
+        procs = [
+            ctx.Process(
+                target=_throughput_worker,
+                args=(task, attention, args.set, args.device, threads, args.parallel_seconds, queue),
+            )
+            for _ in range(jobs)
+        ]
+        for p in procs:
+            p.start()
+        rates[jobs] = [queue.get(timeout=args.worker_timeout) for _ in procs]
+        for p in procs:
+            p.join()
+    one, two = sum(rates[1]), sum(rates[2])
+    return {
+        "task": task,
+        "attention": attention,
+        "alone_steps_per_s": one,
+        "two_jobs_steps_per_s": rates[2],
+        "aggregate_ratio": two / one,
+    }
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def format_table(rows: list[dict], baseline: str) -> str:
+    lines = [
+        f"| task | attention | batch x n | step (s, median) | vs {baseline} | GFLOP/step | GFLOP/s | "
+        "of GEMM rate | peak memory (MiB) |",
+        "|" + " --- |" * 9,
+    ]
+    for r in rows:
+        ratio = "–" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        gflop = "–" if r.get("flops") is None else f"{r['flops'] / 1e9:.1f}"
+        rate = "–" if r.get("gflops_per_s") is None else f"{r['gflops_per_s']:.1f}"
+        share = "–" if r.get("gemm_share") is None else f"{100 * r['gemm_share']:.0f}%"
+        mem = "–" if not r.get("peak_bytes") else f"{r['peak_bytes'] / 2**20:.0f}"
+        lines.append(
+            f"| {r['task']} | {r['attention']} | {r['batch']} x {r['n']} | {r['time_s']:.3f} | {ratio} | "
+            f"{gflop} | {rate} | {share} | {mem} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 3.6))
+    labels = [f"{r['task']}\n{r['attention']}" for r in rows]
+    ax.bar(range(len(rows)), [r["time_s"] for r in rows])
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set(ylabel="seconds per training step", title="Training step (forward, backward, AdamW)")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m lra.bench step", description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", type=lambda s: s.split(","), default=["listops"])
+    p.add_argument(
+        "--attentions", type=lambda s: s.split(","), default=["softmax", "nystrom", "spectral_shift"]
+    )
+    p.add_argument("--set", action="append", default=[], help="a config override, e.g. model.max_len=1000")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the run policy's)")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--baseline", default="nystrom")
+    p.add_argument("--load", type=int, default=0, help="processes spinning on the CPU while timing")
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--no-flops", action="store_true")
+    p.add_argument("--parallel-check", action="store_true", help="2 runs side by side vs 1 alone")
+    p.add_argument("--parallel-seconds", type=float, default=60.0)
+    p.add_argument("--worker-timeout", type=float, default=1800.0)
+    p.add_argument("--out", default="outputs/bench/step")
+    p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)  # internal: "task:attention"
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads is None:
+        from lra.resources import plan_compute
+
+        args.threads = plan_compute(gpu=args.device == "cuda", busy=0.0).threads
+    torch.set_num_threads(args.threads)
+    if args.memory_worker:
+        task, attention = args.memory_worker.split(":")
+        print(json.dumps(measure_memory_here(task, attention, args)))
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    gemm = gemm_rate(args.device)
+    rows: list[dict] = []
+    for task in args.tasks:
+        with Load(args.load):
+            samples = time_task(task, args.attentions, args)
+        for attention in args.attentions:
+            cfg = compose(task, attention, args.set)
+            row = {
+                "task": task,
+                "attention": attention,
+                "batch": int(cfg.data.batch_size),
+                "n": int(cfg.model.max_len),
+                "time_s": statistics.median(samples[attention]),
+                "time_samples_s": samples[attention],
+                "ratio": None,
+            }
+            if args.baseline in samples:
+                pairs = zip(samples[attention], samples[args.baseline], strict=True)
+                row["ratio"] = statistics.median(a / b for a, b in pairs)
+            if not args.no_flops:
+                row["flops"] = count_flops(Stepper(cfg, args.device))
+                if row["flops"]:
+                    row["gflops_per_s"] = row["flops"] / row["time_s"] / 1e9
+                    row["gemm_share"] = row["gflops_per_s"] / gemm
+            if not args.no_memory:
+                row |= measure_memory(task, attention, args)
+            rows.append(row)
+            print(f"  {task}/{attention}: {row['time_s']:.3f} s/step", file=sys.stderr)
+    record = {
+        "benchmark": "step",
+        "device": args.device,
+        "cuda_device": torch.cuda.get_device_name() if args.device == "cuda" else None,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "loader_workers": 0,
+        "load_processes": args.load,
+        "gemm_gflops_per_s": gemm,
+        "overrides": args.set,
+        "torch": torch.__version__,
+        "rows": rows,
+    }
+    if args.parallel_check:
+        record["parallel"] = [parallel_check(t, a, args) for t in args.tasks for a in args.attentions]
+    record["wall_s"] = time.time() - started
+    (out / "step.json").write_text(json.dumps(record, indent=1))
+    table = format_table(rows, args.baseline)
+    extra = ""
+    if record.get("parallel"):
+        extra = (
+            "\n\n| task | attention | 1 run alone (steps/s) | 2 runs side by side (steps/s, sum) | ratio |\n"
+        )
+        extra += "| --- | --- | --- | --- | --- |\n" + "\n".join(
+            f"| {p['task']} | {p['attention']} | {p['alone_steps_per_s']:.3f} | "
+            f"{sum(p['two_jobs_steps_per_s']):.3f} | {p['aggregate_ratio']:.2f} |"
+            for p in record["parallel"]
+        )
+    header = (
+        f"device {args.device}, {args.threads} thread(s), {args.load} spinning process(es), "
+        f"GEMM rate {gemm:.1f} GFLOP/s\n\n"
+    )
+    (out / "step.md").write_text(header + table + extra + "\n")
+    plot(rows, out / "step.png")
+    print(header + table + extra)
+    print(f"wrote {out / 'step.json'}, {out / 'step.md'} and {out / 'step.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
