@@ -15,9 +15,16 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; raised so that no later checkpoint overwrites a good one."""
 
 
+# Checkpoint key under which a run's task, attention and model config are stored, so that resuming
+# can refuse a checkpoint of another configuration whose parameter names happen to coincide.
+RUN_IDENTITY_KEY = "lra_run_identity"
+
+
 class LRAModule(LightningModule):
     """Classification on any LRA task: cross-entropy, AdamW, warmup + linear decay, epoch-level
-    accuracy per split (torchmetrics accumulates over the whole split, then computes once)."""
+    accuracy per split (torchmetrics accumulates over the whole split, then computes once).
+
+    ``run_identity`` (task, attention and model config) is written into every checkpoint."""
 
     def __init__(
         self,
@@ -29,10 +36,12 @@ class LRAModule(LightningModule):
         eps: float = 1e-6,
         warmup_steps: int = 0,
         total_steps: int | None = None,
+        run_identity: dict | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "run_identity"])
         self.model = model
+        self.run_identity = run_identity
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -71,6 +80,10 @@ class LRAModule(LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, "test", self.test_acc)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_identity is not None:
+            checkpoint[RUN_IDENTITY_KEY] = self.run_identity
 
     def configure_optimizers(self):
         hp = self.hparams
