@@ -64,7 +64,7 @@ def train_here(run_dir: Path, *overrides: str) -> dict:
     """``lra.train.train`` in this process on the composed config; returns the record."""
     from lra.train import train
 
-    return train(compose_run(*overrides), Path(run_dir))
+    return train(compose_run("trainer.enable_progress_bar=false", *overrides), Path(run_dir))
 
 
 def read_record(run_dir: Path) -> dict:

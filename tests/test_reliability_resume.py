@@ -102,7 +102,10 @@ def test_mismatch_is_one_line_on_the_command_line(uninterrupted, tmp_path):
 
 @pytest.mark.parametrize(
     "content, complaint",
-    [(b"not a checkpoint at all", "is not a checkpoint this harness can read"), (None, "not a training checkpoint")],
+    [
+        (b"not a checkpoint at all", "is not a checkpoint this harness can read"),
+        (None, "not a training checkpoint"),
+    ],
     ids=["garbage", "other-pickle"],
 )
 def test_a_file_that_is_not_a_checkpoint_is_refused(uninterrupted, tmp_path, content, complaint):
