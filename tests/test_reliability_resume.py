@@ -117,3 +117,26 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(uninterrupted, tmp_path, con
         bogus.write_bytes(content)
     with pytest.raises(CheckpointError, match=complaint):
         train_here(tmp_path / "r", *args, f"ckpt_path={bogus}")
+
+
+def test_checkpoint_without_a_record_is_checked_against_its_runs_hydra_config(uninterrupted, tmp_path):
+    """Checkpoints written before runs recorded their identity: the config Hydra saved beside them."""
+    from omegaconf import OmegaConf
+
+    from lra.module import RUN_IDENTITY_KEY
+    from lra.resume import check_identity
+    from tests.run_helpers import compose_run
+
+    full, args = uninterrupted
+    ckpt = torch.load(full / "checkpoints" / "last.ckpt", weights_only=False)
+    del ckpt[RUN_IDENTITY_KEY]
+    old_run = tmp_path / "old"
+    (old_run / "checkpoints").mkdir(parents=True)
+    (old_run / ".hydra").mkdir()
+    OmegaConf.save(compose_run(*args), old_run / ".hydra" / "config.yaml")
+    path = old_run / "checkpoints" / "last.ckpt"
+    check_identity(ckpt, path, compose_run(*args))  # the same configuration passes
+    with pytest.raises(ConfigError, match="model.depth=2 vs 3"):
+        check_identity(ckpt, path, compose_run(*args, "model.depth=3"))
+    with pytest.raises(CheckpointError, match="records no task/attention/model config"):
+        check_identity(ckpt, tmp_path / "elsewhere" / "last.ckpt", compose_run(*args))
