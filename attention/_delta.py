@@ -194,9 +194,21 @@ def top_singular_values(f: NystromFactors, pinv_a: torch.Tensor, rank: int) -> t
     r_f = _jittered_cholesky(gram_f).transpose(-1, -2)
     left = r_f @ pinv_a
     sym = left @ gram_b @ left.transpose(-1, -2)
-    eig = torch.linalg.eigvalsh(0.5 * (sym + sym.transpose(-1, -2))).flip(-1)[..., :rank]
+    eig = symmetric_eigenvalues(sym).flip(-1)[..., :rank]
     floor = torch.finfo(eig.dtype).eps * eig[..., :1].abs().clamp_min(1.0)  # keeps sqrt's gradient finite
     return eig.clamp_min(0).add(floor).sqrt().sum(dim=-1)
+
+
+def symmetric_eigenvalues(sym: torch.Tensor) -> torch.Tensor:
+    """Ascending eigenvalues of the symmetric part of a batch of m x m matrices, in float64.
+
+    LAPACK's float32 solver occasionally fails to converge on these (nearly rank-deficient, with many
+    equal eigenvalues) and a failure of one matrix would stop the whole batch; float64 costs little
+    at m x m. Non-finite entries (from a degenerate sequence) become 0 rather than an error: that
+    sequence's shift is then meaningless but bounded by the clip, and every other one is exact."""
+    sym64 = torch.nan_to_num(sym.double(), nan=0.0, posinf=0.0, neginf=0.0)
+    eig = torch.linalg.eigvalsh(0.5 * (sym64 + sym64.transpose(-1, -2)))
+    return eig.to(sym.dtype)
 
 
 def _jittered_cholesky(gram: torch.Tensor) -> torch.Tensor:
@@ -240,7 +252,7 @@ def landmark_delta(f: NystromFactors, rank: int, delta_max: float) -> torch.Tens
     an ablation, not a default. Empty landmarks are zero rows/columns of ``A`` and add nothing.
     """
     sym = 0.5 * (f.a + f.a.transpose(-1, -2))
-    eig = torch.linalg.eigvalsh(sym).flip(-1)  # descending
+    eig = symmetric_eigenvalues(sym).flip(-1)  # descending
     trace = f.a.diagonal(dim1=-2, dim2=-1).sum(dim=-1)
     top = eig[..., :rank].sum(dim=-1)
     return tail_mean(trace, top, f.valid.sum(dim=-1), rank, delta_max)

@@ -7,12 +7,15 @@ the array is written row block by row block and read with ``mmap_mode="r"``, nev
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from lra.errors import DataFormatError
 
 ARRAY_FORMAT_VERSION = 1
 
@@ -36,11 +39,13 @@ class ArrayWriter:
         )
         self.labels = np.zeros(n, dtype=np.int64)
         self.n = 0
+        self._content = hashlib.sha256()  # of the rows in order, for the data's fingerprint
 
     def append(self, rows: np.ndarray, labels: np.ndarray) -> None:
         k = len(rows)
         self.images[self.n : self.n + k] = rows
         self.labels[self.n : self.n + k] = labels
+        self._content.update(np.ascontiguousarray(rows, dtype=np.uint8).data)
         self.n += k
 
     def close(self, **meta) -> None:
@@ -50,17 +55,35 @@ class ArrayWriter:
         n, length = self.n, self.images.shape[1]
         del self.images
         np.save(self.directory / "labels.npy", self.labels[:n])
-        meta = {"version": ARRAY_FORMAT_VERSION, "num_examples": n, "length": length, **meta}
+        meta = {
+            "version": ARRAY_FORMAT_VERSION,
+            "num_examples": n,
+            "length": length,
+            "content": self._content.hexdigest(),
+            **meta,
+        }
         (self.directory / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def array_digest(images: np.ndarray, rows_per_chunk: int = 4096) -> str:
+    """sha256 of the rows, read in chunks (a memory-mapped Path-X array is never loaded whole)."""
+    h = hashlib.sha256()
+    for a in range(0, len(images), rows_per_chunk):
+        h.update(np.ascontiguousarray(images[a : a + rows_per_chunk]).data)
+    return h.hexdigest()
 
 
 def load_arrays(directory: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     directory = Path(directory)
     meta = json.loads((directory / "meta.json").read_text())
     if meta.get("version") != ARRAY_FORMAT_VERSION:
-        raise ValueError(f"{directory}: cache format {meta.get('version')} is stale; delete it to rebuild")
+        raise DataFormatError(
+            f"{directory}: cache format {meta.get('version')} is stale; delete it to rebuild"
+        )
     images = np.load(directory / "images.npy", mmap_mode="r")[: meta["num_examples"]]
     labels = np.load(directory / "labels.npy")
+    if "content" not in meta:  # a cache built before content hashes were recorded
+        meta["content"] = array_digest(images)
     return images, labels, meta
 
 
@@ -68,9 +91,22 @@ class ArrayDataset(Dataset):
     """Rows ``indices`` of a fixed-length array. Every example has the full length, so the collate's
     length-based mask is all True: a black (0) pixel is data, not padding."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        indices: np.ndarray | None = None,
+        content: str | None = None,
+    ):
         self.images, self.labels = images, labels
         self.indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
+        self.content = content  # sha256 of ``images`` (from the cache's meta.json)
+
+    def digest(self, h) -> None:
+        """Feed what this split holds to hash ``h``: the array's content hash, labels and rows."""
+        h.update((self.content or array_digest(self.images)).encode())
+        h.update(np.ascontiguousarray(self.labels).data)
+        h.update(np.asarray(self.indices, dtype=np.int64).tobytes())
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from data.cache import file_signature
+from lra.errors import ConfigError
 
 HUB_TIMEOUT_S = 5.0
 KNOWN_SPLITS = ("train", "validation", "test", "unsupervised")
@@ -107,7 +108,7 @@ def resolve(name: str, path: Path, source: str = "auto") -> tuple[str, dict]:
     """Which source a run uses (``local`` or ``hub``) and its identity for cache fingerprints, without
     loading anything: a cache built earlier is found again with no network and no HF import."""
     if source not in ("auto", "local", "hub"):
-        raise ValueError(f"data.source={source!r} must be one of auto|local|hub")
+        raise ConfigError(f"data.source={source!r} must be one of auto|local|hub")
     if source == "local" or (source == "auto" and path.exists()):
         if not path.exists():
             raise DataUnavailableError(f"no local copy of '{name}' at {path}; {_how_to_get(name, path)}")
@@ -124,3 +125,10 @@ def load_splits(name: str, path: Path, kind: str, splits: tuple[str, ...]):
     if missing:
         raise DataUnavailableError(f"{where}: '{name}' has no split {missing[0]!r} (found {sorted(ds)})")
     return ds, where
+
+
+def source_info(kind: str | None, name: str, path: Path) -> dict:
+    """The ``data`` record's source fields for a source chosen by :func:`resolve`."""
+    if kind is None:
+        return {"source": None, "path": None, "generator": None}
+    return {"source": kind, "path": str(path) if kind == "local" else f"hf:{name}", "generator": None}

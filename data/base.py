@@ -1,19 +1,33 @@
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
 from pytorch_lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.collate import pad_collate
+from data.resumable import EpochSampler, ResumableLoader
 from data.sampling import BATCHINGS, BucketBatchSampler
+from lra.errors import ConfigError, DataFormatError
+
+SPLITS = ("train", "val", "test")
 
 
 class LRADataModule(LightningDataModule):
     """Shared loader plumbing. Subclasses build caches in ``prepare_data`` and fill
-    ``self.splits`` ({"train", "val", "test"} -> Dataset) in ``setup``.
+    ``self.splits`` ({"train", "val", "test"} -> Dataset) in ``setup``, and describe where the data
+    came from in :meth:`source_info`.
 
-    Evaluation loaders never drop or shuffle examples, so accuracy is over the whole split.
+    Evaluation loaders never drop or shuffle examples, so accuracy is over the whole split. The
+    training loader is resumable (see ``data/resumable.py``) on one device.
     """
+
+    # Tasks whose label depends on the whole input (ListOps) set this: cutting an example at
+    # ``max_len`` would keep a label that no longer matches it, so truncation is refused unless
+    # ``allow_truncation``.
+    truncation_changes_answer = False
 
     def __init__(
         self,
@@ -26,37 +40,56 @@ class LRADataModule(LightningDataModule):
     ):
         super().__init__()
         if batching not in BATCHINGS:
-            raise ValueError(f"data.batching={batching!r} must be one of {'|'.join(BATCHINGS)}")
+            raise ConfigError(f"data.batching={batching!r} must be one of {'|'.join(BATCHINGS)}")
         self.batching = batching
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers or 0  # None (chosen by the run, lra/resources.py) -> 0 here
         self.pin_memory = pin_memory
         self.seed = seed
+        self.allow_truncation = True
         self.splits: dict[str, Dataset] = {}
 
+    # -- loaders --------------------------------------------------------------------------------
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.splits:
             self.setup("fit" if train else "test")
-        common = {
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
-            "pin_memory": self.pin_memory,
-            "collate_fn": pad_collate,
-        }
-        if train and self.batching == "bucketed":
-            lengths = self.splits[split].lengths()
-            sampler = BucketBatchSampler(lengths, self.batch_size, seed=self.seed)
-            return DataLoader(self.splits[split], batch_sampler=sampler, **common)
-        generator = torch.Generator().manual_seed(self.seed) if train else None
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            drop_last=False,
-            generator=generator,
-            **common,
+        dataset = self.splits[split]
+        common = dict(
+            # The loader's own generator seeds its workers, so creating an iterator never draws
+            # from the global RNG (dropout's): a resumed run then continues its random stream.
+            generator=torch.Generator().manual_seed(self.seed),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            collate_fn=pad_collate,
         )
+        sized = dict(batch_size=self.batch_size if train else self.eval_batch_size, drop_last=False)
+        if not train:
+            return DataLoader(dataset, shuffle=False, **sized, **common)
+        if self._distributed():
+            if self.batching == "bucketed":
+                raise ConfigError(
+                    "data.batching=bucketed is for one device; use data.batching=random with DDP"
+                )
+            # Lightning swaps in a DistributedSampler here; its order is per epoch, not per batch.
+            return DataLoader(dataset, shuffle=True, **sized, **common)
+        if self.batching == "bucketed":
+            batches = BucketBatchSampler(dataset_lengths(dataset), self.batch_size, seed=self.seed)
+            return ResumableLoader(dataset, batch_sampler=batches, progress=self._batches_done, **common)
+        sampler = EpochSampler(len(dataset), self.seed)
+        return ResumableLoader(dataset, sampler=sampler, progress=self._batches_done, **sized, **common)
+
+    def _distributed(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.world_size > 1
+
+    def _batches_done(self) -> int:
+        """Batches of the current epoch trained on so far (what a checkpoint must resume after)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -66,3 +99,88 @@ class LRADataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+    # -- what the run trained on -------------------------------------------------------------------
+    def source_info(self) -> dict:
+        """``{"source": kind, "path": ..., "generator": settings or None}``; subclasses fill it."""
+        return {"source": None, "path": None, "generator": None}
+
+    def split_report(self) -> dict[str, dict[str, int]]:
+        """Per split: examples, and how many are longer than the model sees (truncated)."""
+        return {
+            name: {"examples": len(ds), "truncated": int(truncated_mask(ds).sum())}
+            for name, ds in self.splits.items()
+        }
+
+    def check_splits(self, max_len_key: str = "model.max_len") -> dict[str, dict[str, int]]:
+        """Refuse empty splits and, where truncation changes the answer, truncated examples."""
+        report = self.split_report()
+        where = self.source_info().get("path") or type(self).__name__
+        for name in SPLITS:
+            if name in report and report[name]["examples"] == 0:
+                raise DataFormatError(
+                    f"the {name} split of {where} has no examples (empty, or every row was skipped as "
+                    f"malformed); a run needs all of train, val and test"
+                )
+        if self.truncation_changes_answer and not self.allow_truncation:
+            for name in SPLITS:
+                cut = report.get(name, {}).get("truncated", 0)
+                if cut:
+                    longest = max_length(self.splits[name])
+                    raise DataFormatError(
+                        f"{cut} of {report[name]['examples']} examples of the {name} split ({where}) are "
+                        f"longer than {max_len_key} and truncating one changes its answer; set "
+                        f"{max_len_key}={longest} (the longest), or data.allow_truncation=true to train "
+                        f"on truncated examples anyway"
+                    )
+        return report
+
+    def data_record(self) -> dict:
+        """The ``data`` field of results.json: source, path, generator settings, content fingerprint
+        and per-split counts."""
+        return {
+            **self.source_info(),
+            "fingerprint": content_fingerprint(self.splits),
+            "splits": self.split_report(),
+        }
+
+
+def dataset_lengths(ds: Dataset) -> np.ndarray:
+    """Every example's length as batched (for length-bucketed batches)."""
+    if isinstance(ds, Subset):
+        return dataset_lengths(ds.dataset)[np.asarray(ds.indices, dtype=np.int64)]
+    return np.asarray(ds.lengths())
+
+
+def truncated_mask(ds: Dataset) -> np.ndarray:
+    if isinstance(ds, Subset):
+        return truncated_mask(ds.dataset)[np.asarray(ds.indices, dtype=np.int64)]
+    mask = getattr(ds, "truncated_mask", None)
+    return mask() if mask is not None else np.zeros(len(ds), dtype=bool)
+
+
+def max_length(ds: Dataset) -> int:
+    return max_length(ds.dataset) if isinstance(ds, Subset) else int(getattr(ds, "max_length", lambda: 0)())
+
+
+def content_fingerprint(splits: dict[str, Dataset]) -> str:
+    """A hash of what every split holds (tokens, labels, which rows): equal across machines and paths
+    for the same data, different for any other data."""
+    h = hashlib.sha256()
+    seen: dict[int, str] = {}
+    for name in sorted(splits):
+        h.update(name.encode())
+        _digest(splits[name], h, seen)
+    return h.hexdigest()[:16]
+
+
+def _digest(ds: Dataset, h, seen: dict[int, str]) -> None:
+    if isinstance(ds, Subset):
+        _digest(ds.dataset, h, seen)
+        h.update(np.asarray(ds.indices, dtype=np.int64).tobytes())
+        return
+    if id(ds) not in seen:  # a dataset shared by two splits is hashed once
+        inner = hashlib.sha256()
+        ds.digest(inner)
+        seen[id(ds)] = inner.hexdigest()
+    h.update(seen[id(ds)].encode())

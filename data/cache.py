@@ -1,7 +1,8 @@
 """Tokenised-array caches: ragged sequences stored as one flat array plus offsets, written atomically.
 
 A cache is only ever visible under its final name once completely written, so an interrupted build
-is never reused.
+is never reused. Temporary files and folders carry the writer's process id, so the next preparation
+(holding the lock) can remove those a killed process left behind.
 """
 
 from __future__ import annotations
@@ -10,15 +11,19 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from filelock import FileLock
 from torch.utils.data import Dataset
+
+from lra.errors import DataFormatError
 
 CACHE_FORMAT_VERSION = 1
 
@@ -34,12 +39,60 @@ def file_signature(path: Path) -> dict:
     return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def tree_signature(directory: Path) -> str:
+    """Hash of the relative name, size and mtime of every file below ``directory``: changes when any
+    file is added, removed, replaced or rewritten, at the cost of one ``stat`` per file (no reading)."""
+    digest = hashlib.sha256()
+    stack = [Path(directory)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=True):
+                stack.append(Path(entry.path))
+            else:
+                st = entry.stat()
+                rel = os.path.relpath(entry.path, directory)
+                digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux)."""
     try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary sibling renamed into place: readers see the old file or the
+    complete new one, never a partial one, and a failed write (disk full) leaves nothing behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as f:
+        f.write(data)
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator:
+    """A binary file object whose content replaces ``path`` only when the block completes."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    try:
+        # mkstemp creates 0600 files; give the result the mode a plain open() would (umask applies),
+        # so caches and results.json stay readable by the rest of a team.
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -74,13 +127,65 @@ class AtomicDirectory:
         os.replace(self.tmp, self.final)
 
 
-def preparation_lock(cache_dir: str | Path) -> FileLock:
+# Temporary names written by this module: ".<name>.partial-<pid>" folders and ".<name>.<pid>.<random>.tmp" files.
+_LEFTOVER = re.compile(r"^\..+\.partial-(\d+)$|^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or an impossible pid): leave its files alone
+    return True
+
+
+def clean_leftovers(directory: Path, depth: int = 0) -> list[Path]:
+    """Remove temporary files and folders of killed writers (their pid is no longer alive) in
+    ``directory`` and up to ``depth`` levels below it; returns what was removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        match = _LEFTOVER.match(entry.name)
+        if match:
+            if not _pid_alive(int(match.group(1) or match.group(2))):
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+        elif depth > 0 and entry.is_dir(follow_symlinks=False):
+            removed += clean_leftovers(Path(entry.path), depth - 1)
+    return removed
+
+
+@contextmanager
+def preparation_lock(cache_dir: str | Path) -> Iterator[None]:
     """An inter-process lock for building data: runs of a parallel sweep that start together must not
     generate or cache the same files at the same time (the later rename would pull the earlier one's
-    files from under its reader). The first run builds; the others wait, then find everything built."""
+    files from under its reader). The first run builds; the others wait, then find everything built.
+    Whoever takes the lock first removes what killed preparations left in the cache."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(cache_dir / ".prepare.lock"))
+    with FileLock(str(cache_dir / ".prepare.lock")):
+        clean_leftovers(cache_dir, depth=2)
+        yield
+
+
+@contextmanager
+def generation_lock(out_dir: Path) -> Iterator[None]:
+    """Lock a generated-data folder (``<parent>/.<name>.lock``): runs that share ``data_dir`` but not
+    ``cache_dir`` must not generate into the same folder at once. Cleans killed generators' leftovers."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out_dir.parent / f".{out_dir.name}.lock")):
+        clean_leftovers(out_dir.parent)
+        yield
 
 
 def save_ragged(
@@ -113,12 +218,16 @@ def save_ragged(
 def load_ragged(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as z:
         if int(z["version"]) != CACHE_FORMAT_VERSION:
-            raise ValueError(f"{path}: cache format {int(z['version'])} is stale; delete it to rebuild")
+            raise DataFormatError(f"{path}: cache format {int(z['version'])} is stale; delete it to rebuild")
         return {k: z[k] for k in z.files}
 
 
 class RaggedDataset(Dataset):
-    """Examples from flat token arrays; ``max_len`` truncates (the release caps lengths per task)."""
+    """Examples from flat token arrays; ``max_len`` truncates (the release caps lengths per task).
+
+    ``truncated`` marks examples already cut when the cache was built (Retrieval caches only what the
+    model can see); :meth:`truncated_mask` adds those cut here by ``max_len``.
+    """
 
     def __init__(
         self,
@@ -128,10 +237,12 @@ class RaggedDataset(Dataset):
         max_len: int | None = None,
         flat2: np.ndarray | None = None,
         offsets2: np.ndarray | None = None,
+        truncated: np.ndarray | None = None,
     ):
         self.flat, self.offsets, self.labels = flat, offsets, labels
         self.flat2, self.offsets2 = flat2, offsets2
         self.max_len = max_len
+        self.truncated = truncated
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -158,3 +269,25 @@ class RaggedDataset(Dataset):
         if self.offsets2 is not None:
             out = np.maximum(out, np.diff(self.offsets2))
         return np.minimum(out, self.max_len) if self.max_len else out
+
+    def truncated_mask(self) -> np.ndarray:
+        """Per example: True when the model sees less than the whole input (either document)."""
+        mask = np.zeros(len(self), dtype=bool) if self.truncated is None else self.truncated.astype(bool)
+        if self.max_len is not None:
+            mask = mask | (np.diff(self.offsets) > self.max_len)
+            if self.offsets2 is not None:
+                mask = mask | (np.diff(self.offsets2) > self.max_len)
+        return mask
+
+    def max_length(self) -> int:
+        """The longest input as stored (before ``max_len``)."""
+        lengths = np.diff(self.offsets)
+        if self.offsets2 is not None:
+            lengths = np.maximum(lengths, np.diff(self.offsets2))
+        return int(lengths.max()) if len(lengths) else 0
+
+    def digest(self, h) -> None:
+        """Feed the stored arrays to hash ``h`` (the data's content fingerprint)."""
+        for array in (self.flat, self.offsets, self.labels, self.flat2, self.offsets2):
+            if array is not None:
+                h.update(np.ascontiguousarray(array).data)

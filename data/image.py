@@ -18,7 +18,7 @@ from data import _hf
 from data._arrays import ArrayDataset, ArrayWriter, load_arrays, split_indices
 from data.base import LRADataModule
 from data.cache import AtomicDirectory, fingerprint
-from data.listops import DataFormatError
+from lra.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class ImageDataModule(LRADataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.strict = strict
+        self._kind: str | None = None
 
     def _cache_path(self) -> tuple[Path, str]:
         kind, identity = _hf.resolve(self.dataset_name, self.path, self.source)
@@ -126,7 +127,7 @@ class ImageDataModule(LRADataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        cache, _ = self._cache_path()
+        cache, self._kind = self._cache_path()
         if not (cache / "meta.json").exists():
             self.prepare_data()
         images, labels, meta = load_arrays(cache)
@@ -136,6 +137,10 @@ class ImageDataModule(LRADataModule):
             fit, val = np.arange(n_train - n_val), np.arange(n_train - n_val, n_train)
         else:
             fit, val = split_indices(n_train, (1 - self.val_fraction, self.val_fraction), self.split_seed)
-        self.splits["train"] = ArrayDataset(images, labels, fit)
-        self.splits["val"] = ArrayDataset(images, labels, val)
-        self.splits["test"] = ArrayDataset(images, labels, np.arange(n_train, len(labels)))
+        content = meta["content"]
+        self.splits["train"] = ArrayDataset(images, labels, fit, content=content)
+        self.splits["val"] = ArrayDataset(images, labels, val, content=content)
+        self.splits["test"] = ArrayDataset(images, labels, np.arange(n_train, len(labels)), content=content)
+
+    def source_info(self) -> dict:
+        return _hf.source_info(self._kind, self.dataset_name, self.path)

@@ -5,24 +5,33 @@ from __future__ import annotations
 import array
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from data.base import LRADataModule
-from data.cache import RaggedDataset, atomic_write_text, file_signature, fingerprint, load_ragged, save_ragged
+from data.cache import (
+    RaggedDataset,
+    atomic_write_text,
+    file_signature,
+    fingerprint,
+    generation_lock,
+    load_ragged,
+    save_ragged,
+)
 from data.listops_generator import SPLIT_FILES, ListOpsSpec, generate_listops, read_spec
+from lra.errors import DataFormatError
+
+__all__ = ["DataFormatError", "ListOpsDataModule", "read_listops_tsv", "tokenize"]
 
 log = logging.getLogger(__name__)
 
 PAD = "<pad>"
 VOCAB = [PAD, "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "[MIN", "[MAX", "[MED", "[SM", "]"]
 SOURCES = ("auto", "release", "generate")
-
-
-class DataFormatError(ValueError):
-    """A malformed input file; the message names the file and line."""
+HEADER = ["Source", "Target"]
 
 
 def tokenize(source: str, closing_brackets: bool = False) -> list[str]:
@@ -40,35 +49,68 @@ def tokenize(source: str, closing_brackets: bool = False) -> list[str]:
     return [t for t in tokens if t != "]"]
 
 
+def parse_row(line: str, vocab: dict[str, int], closing_brackets: bool = False) -> tuple[list[int], int]:
+    """(token ids, label) of one ``expression<TAB>answer`` row; ValueError saying what is wrong."""
+    cols = line.split("\t")
+    if len(cols) != 2:
+        raise ValueError(f"expected 2 tab-separated columns, found {len(cols)}")
+    source, target = cols
+    try:
+        label = int(target)
+    except ValueError:
+        raise ValueError(f"target {target!r} is not an integer") from None
+    if not 0 <= label <= 9:
+        raise ValueError(f"target {label} is outside 0..9")
+    tokens = tokenize(source, closing_brackets)
+    if not tokens:
+        raise ValueError("empty expression")
+    try:
+        return [vocab[t] for t in tokens], label
+    except KeyError as e:
+        raise ValueError(f"unknown ListOps token {e.args[0]!r}") from None
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
+
+
+def _check_header(path: Path, first: bytes) -> None:
+    try:
+        header = _decode(first).removeprefix("\ufeff").split("\t")  # a UTF-8 BOM is harmless
+    except ValueError as exc:
+        raise DataFormatError(f"{path}:1: {exc}") from None
+    if header != HEADER:
+        raise DataFormatError(f"{path}:1: expected header 'Source<TAB>Target', found {header!r}")
+
+
 def read_listops_tsv(
-    path: Path, vocab: dict[str, int], closing_brackets: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stream a TSV into (flat uint8 token ids, offsets, labels) without holding the text in memory."""
+    path: Path, vocab: dict[str, int], strict: bool = True, closing_brackets: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Stream a TSV into (flat uint8 token ids, offsets, labels, rows skipped) without holding the
+    text in memory. A malformed row is an error naming the file and line, or with ``strict=False``
+    is skipped and counted."""
     flat = array.array("B")
     offsets = [0]
     labels = []
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
-        if header != ["Source", "Target"]:
-            raise DataFormatError(f"{path}:1: expected header 'Source<TAB>Target', found {header!r}")
-        for lineno, line in enumerate(f, start=2):
-            line = line.rstrip("\r\n")
-            if not line:
+    skipped = 0
+    with open(path, "rb") as f:
+        _check_header(path, f.readline())
+        for lineno, raw in enumerate(f, start=2):
+            try:
+                line = _decode(raw)
+                if not line:
+                    continue
+                ids, label = parse_row(line, vocab, closing_brackets)
+            except ValueError as exc:
+                if strict:
+                    raise DataFormatError(
+                        f"{path}:{lineno}: {exc} (data.strict=false skips such rows)"
+                    ) from None
+                skipped += 1
                 continue
-            cols = line.split("\t")
-            if len(cols) != 2:
-                raise DataFormatError(f"{path}:{lineno}: expected 2 tab-separated columns, found {len(cols)}")
-            source, target = cols
-            try:
-                label = int(target)
-            except ValueError:
-                raise DataFormatError(f"{path}:{lineno}: target {target!r} is not an integer") from None
-            if not 0 <= label <= 9:
-                raise DataFormatError(f"{path}:{lineno}: target {label} is outside 0..9")
-            try:
-                ids = [vocab[t] for t in tokenize(source, closing_brackets)]
-            except KeyError as e:
-                raise DataFormatError(f"{path}:{lineno}: unknown ListOps token {e.args[0]!r}") from None
             flat.extend(ids)
             offsets.append(len(flat))
             labels.append(label)
@@ -76,14 +118,18 @@ def read_listops_tsv(
         np.frombuffer(flat, dtype=np.uint8).copy(),
         np.asarray(offsets, np.int64),
         np.asarray(labels, np.int64),
+        skipped,
     )
 
 
 class ListOpsDataModule(LRADataModule):
     """ListOps with ``source``: ``release`` (read ``path``), ``generate`` (write the same format to
-    ``generated_path`` with the LRA recipe, then read it) or ``auto`` (release if present, else generate)."""
+    ``generated_path`` with the LRA recipe, then read it) or ``auto`` (the release when its files are
+    there, generated data when none is; a release with some files missing is an error, never a
+    silent switch to generated data)."""
 
     num_classes = 10
+    truncation_changes_answer = True  # a cut expression keeps the label of the whole one
 
     def __init__(
         self,
@@ -94,6 +140,8 @@ class ListOpsDataModule(LRADataModule):
         max_len: int = 2000,
         generate: dict | None = None,
         workers: int | None = None,
+        strict: bool = True,
+        allow_truncation: bool = False,
         closing_brackets: bool = False,
         **loader,
     ):
@@ -108,25 +156,41 @@ class ListOpsDataModule(LRADataModule):
         self.max_len = max_len
         self.spec = ListOpsSpec(**(generate or {}))
         self.workers = workers
+        self.strict = strict
+        self.allow_truncation = allow_truncation
         self.vocab = {tok: i for i, tok in enumerate(VOCAB)}
+        self._source_dir: Path | None = None
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
-    def _release_present(self) -> bool:
-        return all((self.path / f).is_file() for f in SPLIT_FILES.values())
+    def _missing_release_files(self) -> list[str]:
+        return [f for f in SPLIT_FILES.values() if not (self.path / f).is_file()]
+
+    def uses_release(self) -> bool:
+        """Whether the release is read (else generated data); raises when it should be read but is
+        absent or incomplete."""
+        missing = self._missing_release_files()
+        if self.source == "generate" or (self.source == "auto" and len(missing) == len(SPLIT_FILES)):
+            return False
+        if missing:
+            incomplete = len(missing) < len(SPLIT_FILES)
+            what = "is incomplete, missing" if incomplete else "was not found:"
+            raise FileNotFoundError(
+                f"ListOps release {what} {', '.join(str(self.path / f) for f in missing)} (data.path). "
+                f"Either download the LRA release and put listops-1000/ there (or set LRA_DATA to the "
+                f"release folder), or use data.source=generate to build the same distribution locally."
+            )
+        return True
+
+    def _lock(self):
+        # Generated files are locked where they are written: runs with different cache_dirs share them.
+        return nullcontext() if self.uses_release() else generation_lock(self.generated_path)
 
     def resolve_source_dir(self) -> Path:
-        """Where the TSVs come from, generating them first if needed."""
-        if self.source == "release" or (self.source == "auto" and self._release_present()):
-            if not self._release_present():
-                missing = [f for f in SPLIT_FILES.values() if not (self.path / f).is_file()]
-                raise FileNotFoundError(
-                    f"ListOps release files not found: {self.path}/{missing[0]} (data.path). Either download "
-                    f"the LRA release and put listops-1000/ there (or set LRA_DATA to the release folder), "
-                    f"or use data.source=generate to build the same distribution locally."
-                )
+        """Where the TSVs come from, generating them first if needed (call under :meth:`_lock`)."""
+        if self.uses_release():
             return self.path
         if read_spec(self.generated_path) != self.spec:
             log.info("generating ListOps into %s", self.generated_path)
@@ -135,37 +199,50 @@ class ListOpsDataModule(LRADataModule):
 
     def _cache_path(self, source_dir: Path) -> Path:
         sig = [file_signature(source_dir / f) for f in SPLIT_FILES.values()]
+        lenient = ["strict=false"] if not self.strict else []  # skipped rows make a different cache
         tokens = "with closing brackets" if self.closing_brackets else "LRA tokens (no brackets)"
-        return self.cache_dir / "listops" / fingerprint(str(source_dir.resolve()), sig, VOCAB, tokens)
+        return (
+            self.cache_dir / "listops" / fingerprint(str(source_dir.resolve()), sig, VOCAB, tokens, *lenient)
+        )
 
     def prepare_data(self) -> None:
-        source_dir = self.resolve_source_dir()
+        with self._lock():
+            self._build_cache(self.resolve_source_dir())
+
+    def _build_cache(self, source_dir: Path) -> Path:
         cache = self._cache_path(source_dir)
         if all((cache / f"{s}.npz").exists() for s in SPLIT_FILES):
-            return
-        for split, fname in SPLIT_FILES.items():
-            flat, offsets, labels = read_listops_tsv(source_dir / fname, self.vocab, self.closing_brackets)
+            return cache
+        skipped = {}
+        for split, fname in SPLIT_FILES.items():  # test last: its presence marks a complete cache
+            flat, offsets, labels, skipped[split] = read_listops_tsv(
+                source_dir / fname, self.vocab, self.strict, self.closing_brackets
+            )
+            if skipped[split]:
+                log.warning("listops: skipped %d malformed rows of %s", skipped[split], source_dir / fname)
             save_ragged(cache / f"{split}.npz", flat=flat, offsets=offsets, labels=labels)
         atomic_write_text(cache / "vocab.json", json.dumps(self.vocab, indent=1) + "\n")
-        atomic_write_text(
-            cache / "source.json",
-            json.dumps(
-                {
-                    "source_dir": str(source_dir),
-                    "generation": asdict(self.spec) if source_dir == self.generated_path else None,
-                },
-                indent=1,
-            )
-            + "\n",
-        )
+        generated = source_dir == self.generated_path
+        info = {"source_dir": str(source_dir), "generation": asdict(self.spec) if generated else None}
+        atomic_write_text(cache / "source.json", json.dumps({**info, "skipped": skipped}, indent=1) + "\n")
+        return cache
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        source_dir = self.resolve_source_dir()
-        cache = self._cache_path(source_dir)
-        if not (cache / "test.npz").exists():
-            self.prepare_data()
+        with self._lock():
+            source_dir = self.resolve_source_dir()
+            cache = self._build_cache(source_dir)
+        self._source_dir = source_dir
         for split in SPLIT_FILES:
             z = load_ragged(cache / f"{split}.npz")
             self.splits[split] = RaggedDataset(z["flat"], z["offsets"], z["labels"], max_len=self.max_len)
+
+    def source_info(self) -> dict:
+        generated = self._source_dir is not None and self._source_dir == self.generated_path
+        return {
+            "source": None if self._source_dir is None else ("generate" if generated else "release"),
+            "path": None if self._source_dir is None else str(self._source_dir),
+            "generator": asdict(self.spec) if generated else None,
+            "tokens": "with closing brackets" if self.closing_brackets else "LRA (no brackets)",
+        }

@@ -5,13 +5,17 @@ Reads the LRA release layout, ``<difficulty>/imgs/<batch>/sample_<i>.png`` with
 image, field 0 the subfolder, 1 the file name, 3 the label). The generator in
 ``data/pathfinder_generator.py`` writes the same layout. PNGs are decoded once, in parallel, into a
 ``(N, pixels)`` uint8 cache read memory-mapped; splits are 80/10/10 of a permutation seeded by
-``split_seed``. Empty PNGs (the release has one) are skipped and counted.
+``split_seed``. Empty PNGs (the release has one) are skipped and counted. The cache key covers
+the metadata files and the name, size and mtime of every image, so fixing or replacing an image
+rebuilds the cache.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +23,9 @@ from tqdm.auto import tqdm
 
 from data._arrays import ArrayDataset, ArrayWriter, load_arrays, split_indices
 from data.base import LRADataModule
-from data.cache import AtomicDirectory, file_signature, fingerprint
-from data.listops import DataFormatError
+from data.cache import AtomicDirectory, file_signature, fingerprint, generation_lock, tree_signature
 from data.pathfinder_generator import DIFFICULTIES, generate_pathfinder, read_spec, spec_for
+from lra.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +134,11 @@ def build_cache(
             bar.close()
             if pool is not None:
                 pool.terminate()
+        if writer.n == 0:
+            raise DataFormatError(
+                f"{root}: none of the {len(entries)} listed images could be used ({counts['empty']} empty, "
+                f"{counts['unreadable']} unreadable); check the imgs/ folder"
+            )
         writer.close(source=str(root), side=side, decoder=DECODER, counts=counts)
     return counts
 
@@ -176,11 +185,12 @@ class PathfinderDataModule(LRADataModule):
         self.split_seed = split_seed
         self.workers = workers
         self.spec = spec_for(resolution, difficulty, **(generate or {}))
+        self._source_dir: Path | None = None
 
     def _release_present(self) -> bool:
         return (self.path / "metadata").is_dir()
 
-    def resolve_source_dir(self) -> Path:
+    def uses_release(self) -> bool:
         if self.source == "release" or (self.source == "auto" and self._release_present()):
             if not self._release_present():
                 folder = f"pathfinder{self.resolution}/{self.difficulty}"
@@ -190,6 +200,16 @@ class PathfinderDataModule(LRADataModule):
                     f"holds {folder}/, or use data.source=generate to draw the same task here "
                     f"(into {self.generated_path})."
                 )
+            return True
+        return False
+
+    def _lock(self):
+        # Generated images are locked where they are written: runs with different cache_dirs share them.
+        return nullcontext() if self.uses_release() else generation_lock(self.generated_path)
+
+    def resolve_source_dir(self) -> Path:
+        """Where the images come from, generating them first if needed (call under :meth:`_lock`)."""
+        if self.uses_release():
             return self.path
         if read_spec(self.generated_path) != self.spec:
             log.info("generating Pathfinder into %s", self.generated_path)
@@ -199,29 +219,41 @@ class PathfinderDataModule(LRADataModule):
     def _cache_path(self, root: Path) -> Path:
         metas = sorted((root / "metadata").glob("*.npy"), key=_batch_key)
         sig = [file_signature(m) for m in metas]
-        key = fingerprint(str(root.resolve()), sig, self.resolution, DECODER, self.strict)
+        images = tree_signature(root / "imgs")  # decoding depends on the images too, not only the lists
+        key = fingerprint(str(root.resolve()), sig, images, self.resolution, DECODER, self.strict)
         return self.cache_dir / f"pathfinder{self.resolution}" / key
 
     def prepare_data(self) -> None:
-        root = self.resolve_source_dir()
+        with self._lock():
+            self._build(self.resolve_source_dir())
+
+    def _build(self, root: Path) -> Path:
         cache = self._cache_path(root)
-        if (cache / "meta.json").exists():
-            return
-        counts = build_cache(root, cache, self.resolution, self.strict, self.workers)
-        if counts["empty"] or counts["unreadable"] or counts["malformed_rows"]:
-            log.warning("pathfinder: %s", counts)
+        if not (cache / "meta.json").exists():
+            counts = build_cache(root, cache, self.resolution, self.strict, self.workers)
+            if counts["empty"] or counts["unreadable"] or counts["malformed_rows"]:
+                log.warning("pathfinder: %s", counts)
+        return cache
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        root = self.resolve_source_dir()
-        cache = self._cache_path(root)
-        if not (cache / "meta.json").exists():
-            self.prepare_data()
-        images, labels, _ = load_arrays(cache)
+        with self._lock():
+            root = self.resolve_source_dir()
+            cache = self._build(root)
+        self._source_dir = root
+        images, labels, meta = load_arrays(cache)
         for name, idx in zip(
             ("train", "val", "test"),
             split_indices(len(labels), SPLIT_FRACTIONS, self.split_seed),
             strict=True,
         ):
-            self.splits[name] = ArrayDataset(images, labels, idx)
+            self.splits[name] = ArrayDataset(images, labels, idx, content=meta["content"])
+
+    def source_info(self) -> dict:
+        generated = self._source_dir is not None and self._source_dir == self.generated_path
+        return {
+            "source": None if self._source_dir is None else ("generate" if generated else "release"),
+            "path": None if self._source_dir is None else str(self._source_dir),
+            "generator": asdict(self.spec) if generated else None,
+        }

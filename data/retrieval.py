@@ -18,7 +18,7 @@ import numpy as np
 
 from data.base import LRADataModule
 from data.cache import RaggedDataset, atomic_write_text, file_signature, fingerprint, load_ragged, save_ragged
-from data.listops import DataFormatError
+from lra.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ SPLIT_FILES = {
     "val": "new_aan_pairs.eval.tsv",
     "test": "new_aan_pairs.test.tsv",
 }
-TOKENIZER = "utf8-bytes/v1"
+# Part of the cache key; v2 caches also record which pairs were truncated.
+TOKENIZER = "utf8-bytes/v2"
 RELEASE_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
 
 
@@ -43,6 +44,7 @@ def read_aan_tsv(path: Path, max_len: int | None, strict: bool = True) -> tuple[
     docs: tuple[bytearray, bytearray] = (bytearray(), bytearray())
     offsets: tuple[list[int], list[int]] = ([0], [0])
     labels: list[int] = []
+    truncated: list[bool] = []
     skipped = 0
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, start=1):
@@ -67,7 +69,8 @@ def read_aan_tsv(path: Path, max_len: int | None, strict: bool = True) -> tuple[
                 doc += text[:max_len] if max_len else text
                 offs.append(len(doc))
             labels.append(label)
-    arrays = {"labels": np.asarray(labels, dtype=np.int64)}
+            truncated.append(bool(max_len) and max(len(cols[3]), len(cols[4])) > max_len)
+    arrays = {"labels": np.asarray(labels, dtype=np.int64), "truncated": np.asarray(truncated, dtype=bool)}
     for k, (doc, offs) in enumerate(zip(docs, offsets, strict=True), start=1):
         arrays[f"flat{k}"] = np.frombuffer(bytes(doc), dtype=np.uint8).copy()
         arrays[f"offsets{k}"] = np.asarray(offs, dtype=np.int64)
@@ -118,6 +121,7 @@ class RetrievalDataModule(LRADataModule):
                 labels=arrays["labels"],
                 flat2=arrays["flat2"],
                 offsets2=arrays["offsets2"],
+                truncated=arrays["truncated"],
             )
             report[split] = {"file": fname, "examples": len(arrays["labels"]), "skipped": skipped}
         atomic_write_text(
@@ -139,4 +143,8 @@ class RetrievalDataModule(LRADataModule):
                 max_len=self.max_len,
                 flat2=z["flat2"],
                 offsets2=z["offsets2"],
+                truncated=z["truncated"],
             )
+
+    def source_info(self) -> dict:
+        return {"source": "release", "path": str(self.path), "generator": None}

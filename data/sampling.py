@@ -29,17 +29,21 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.batch_size = batch_size
         self.seed = seed
         self.pool = batch_size * pool_batches
-        self.epoch = 0
+        # Passes are counted here, not taken from Lightning's epoch number (which runs one ahead
+        # after resuming a run stopped mid-epoch; see data/resumable.py).
+        self.epoch = -1  # the pass in progress (none yet)
+        self._next_epoch, self._start = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at every epoch start: a new, still deterministic order."""
-        self.epoch = epoch
+    def resume_at(self, epoch: int, start: int) -> None:
+        """Make the next pass be pass ``epoch``, from its ``start``-th batch."""
+        self._next_epoch, self._start = epoch, start
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size) if len(self.lengths) else 0
 
-    def batches(self) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+    def batches(self, epoch: int) -> list[list[int]]:
+        """Pass ``epoch``'s batches."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.lengths), generator=g)
         batches: list[torch.Tensor] = []
         for pool in order.split(self.pool):
@@ -49,4 +53,6 @@ class BucketBatchSampler(Sampler[list[int]]):
         return [batches[i].tolist() for i in shuffled]
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()
+        self.epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
+        start, self._start = self._start, 0
+        return iter(self.batches(self.epoch)[start:])

@@ -19,7 +19,7 @@ from data import _hf
 from data._arrays import split_indices
 from data.base import LRADataModule
 from data.cache import RaggedDataset, atomic_write_text, fingerprint, load_ragged, save_ragged
-from data.listops import DataFormatError
+from lra.errors import DataFormatError
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class TextDataModule(LRADataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.strict = strict
+        self._kind: str | None = None
 
     def _cache_path(self) -> tuple[Path, str]:
         kind, identity = _hf.resolve(self.dataset_name, self.path, self.source)
@@ -120,7 +121,7 @@ class TextDataModule(LRADataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        cache, _ = self._cache_path()
+        cache, self._kind = self._cache_path()
         if not (cache / "test.npz").exists():
             self.prepare_data()
         train, test = (load_ragged(cache / f"{s}.npz") for s in ("train", "test"))
@@ -134,3 +135,6 @@ class TextDataModule(LRADataModule):
                 len(train_ds), (1 - self.val_fraction, self.val_fraction), self.split_seed
             )
             self.splits["train"], self.splits["val"] = Subset(train_ds, fit), Subset(train_ds, val)
+
+    def source_info(self) -> dict:
+        return _hf.source_info(self._kind, self.dataset_name, self.path)

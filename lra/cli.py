@@ -10,14 +10,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from lra.errors import LRAError
 from lra.module import NonFiniteLossError
-from lra.train import ConfigError, train
+from lra.train import RunInterrupted, train
 
 log = logging.getLogger("lra")
 
 # Errors whose message already says what is wrong and how to fix it: no traceback on the console
-# for these (it still goes to the run's log file, in case the message is not enough).
-USER_ERRORS = (ConfigError, FileNotFoundError, NonFiniteLossError, ValueError)
+# for these (it still goes to the run's log file, in case the message is not enough). Any other
+# exception, a plain ValueError included, is a bug and keeps its traceback.
+USER_ERRORS = (LRAError, FileNotFoundError, NonFiniteLossError)
+EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C
 
 
 def _traceback_to_log_file(exc: BaseException) -> None:
@@ -44,6 +47,9 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         record = train(cfg, hc.runtime.output_dir, parallel_runs=parallel_runs(hc))
+    except RunInterrupted as exc:  # a sweep stops too: Ctrl-C means stop
+        print(f"interrupted: {exc}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except USER_ERRORS as exc:
         _traceback_to_log_file(exc)
         if multirun:  # one failed run must not stop the sweep; results.json records the failure

@@ -44,6 +44,18 @@ def describe_run(loggers: list[Logger], config: DictConfig) -> None:
                 exp.define_metric("test/acc", step_metric="trainer/global_step", summary="last")
 
 
+def describe_data(loggers: list[Logger], data: dict | None) -> None:
+    """Where the data came from (results.json's ``data`` field): in every logger's config, and as W&B
+    summary fields so the runs table can show and filter them."""
+    if not data:
+        return
+    for logger in loggers:
+        logger.log_hyperparams({"data_source": data})
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+            summary = {f"data/{k}": data.get(k) for k in ("source", "path", "fingerprint")}
+            logger.experiment.summary.update({k: v for k, v in summary.items() if v is not None})
+
+
 def log_summary(loggers: list[Logger], metrics: dict[str, float], step: int) -> None:
     metrics = {k: float(v) for k, v in metrics.items() if v is not None}
     for logger in loggers:

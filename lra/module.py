@@ -8,6 +8,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lra.errors import ConfigError
 from lra.schedule import SCHEDULES, make_schedule
 
 
@@ -15,10 +16,17 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; raised so that no later checkpoint overwrites a good one."""
 
 
+# Checkpoint key under which a run's task, attention and model config are stored, so that resuming
+# can refuse a checkpoint of another configuration whose parameter names happen to coincide.
+RUN_IDENTITY_KEY = "lra_run_identity"
+
+
 class LRAModule(LightningModule):
     """Classification on any LRA task: cross-entropy, AdamW with the schedule ``optim.schedule``
     (:mod:`lra.schedule`), epoch-level accuracy per split (torchmetrics accumulates over the whole
-    split, then computes once)."""
+    split, then computes once).
+
+    ``run_identity`` (task, attention and model config) is written into every checkpoint."""
 
     def __init__(
         self,
@@ -31,12 +39,14 @@ class LRAModule(LightningModule):
         warmup_steps: int = 0,
         total_steps: int | None = None,
         schedule: str = "onecycle",
+        run_identity: dict | None = None,
     ):
         super().__init__()
         if schedule not in SCHEDULES:
-            raise ValueError(f"optim.schedule={schedule!r} must be one of {'|'.join(SCHEDULES)}")
-        self.save_hyperparameters(ignore=["model"])
+            raise ConfigError(f"optim.schedule={schedule!r} must be one of {'|'.join(SCHEDULES)}")
+        self.save_hyperparameters(ignore=["model", "run_identity"])
         self.model = model
+        self.run_identity = run_identity
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -75,6 +85,10 @@ class LRAModule(LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, "test", self.test_acc)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_identity is not None:
+            checkpoint[RUN_IDENTITY_KEY] = self.run_identity
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -51,6 +51,7 @@ def busy_cores(sample_s: float = 0.3) -> float:
     ``/proc/stat`` (0 where it cannot be read). A run that starts beside another job then does not
     put a thread on the core that job occupies (two threads on one free core collapse: every
     parallel region waits for the thread that is not running)."""
+
     def totals():
         with open("/proc/stat") as f:
             fields = [float(x) for x in f.readline().split()[1:]]

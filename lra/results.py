@@ -1,7 +1,9 @@
 """``results.json``: the one record of a run that ``lra.compare`` reads.
 
-Every run directory gets one, also when the run fails (``status: "failed"`` with the error), so a
-sweep's dashboard shows crashed runs instead of silently missing them.
+Every run directory gets one, also when the run fails (``status: "failed"`` with the error) or is
+interrupted (``status: "interrupted"``), so a sweep's dashboard shows crashed runs instead of silently
+missing them. Fields added after the first version (``OPTIONAL``) may be absent from older files:
+reading fills them with None, so every results.json ever written stays readable.
 """
 
 from __future__ import annotations
@@ -45,11 +47,18 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "run_dir": (str,),
     "versions": (dict,),
     "git_commit": _opt_str,
-    "compute": (dict, type(None)),  # cores, threads, loader workers (lra.resources)
 }
-# Fields added after schema version 1 was first written: older records without them still read.
-OPTIONAL = {"compute"}
-STATUSES = ("completed", "failed")
+# Added later; absent from older records. data: where the data came from (source, path, generator
+# settings, content fingerprint, per-split examples and truncations); best_step: the step of the best
+# checkpoint; tested_checkpoint: the file test_acc was measured on ("final weights" if none);
+# compute: cores, threads and loader workers the run used (lra.resources).
+OPTIONAL: dict[str, tuple[type, ...]] = {
+    "data": (dict, type(None)),
+    "best_step": (int, type(None)),
+    "tested_checkpoint": _opt_str,
+    "compute": (dict, type(None)),
+}
+STATUSES = ("completed", "failed", "interrupted")
 
 
 class ResultsSchemaError(ValueError):
@@ -57,11 +66,11 @@ class ResultsSchemaError(ValueError):
 
 
 def validate(record: dict[str, Any], where: str = FILENAME) -> dict[str, Any]:
-    record = {**{k: None for k in OPTIONAL}, **record}
     missing = [k for k in SCHEMA if k not in record]
     if missing:
         raise ResultsSchemaError(f"{where}: missing fields {missing}")
-    for key, types in SCHEMA.items():
+    present = {**SCHEMA, **{k: t for k, t in OPTIONAL.items() if k in record}}
+    for key, types in present.items():
         value = record[key]
         if isinstance(value, bool) or not isinstance(value, types):
             raise ResultsSchemaError(
@@ -89,4 +98,5 @@ def read(path: Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / FILENAME
-    return validate(json.loads(path.read_text()), where=str(path))
+    record = validate(json.loads(path.read_text()), where=str(path))
+    return {**dict.fromkeys(OPTIONAL), **record}

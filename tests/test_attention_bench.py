@@ -133,3 +133,26 @@ def fidelity_settings_subset(args):
     from lra.bench.settings import fidelity_settings
 
     return {k: v for k, v in fidelity_settings(args.landmarks).items() if k in ("nystrom", *args.settings)}
+
+
+def test_gpu_check_orchestration_runs_on_cpu_at_toy_sizes(tmp_path):
+    """``python -m lra.gpu_check`` has never run on a GPU here: its orchestration (every step, the three
+    side-by-side ListOps runs, the dashboard, the summary) is exercised on the CPU at toy sizes."""
+    import subprocess
+    import sys
+
+    from tests.conftest import OFFLINE_ENV, REPO
+
+    out = tmp_path / "check"
+    cmd = [sys.executable, "-m", "lra.gpu_check", "--smoke", "--out", str(out), "--skip", "tests"]
+    env = {**__import__("os").environ, **OFFLINE_ENV}
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=900)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["exit"] for s in summary["steps"]] == [0, 0, 0]  # efficiency, step, compare
+    assert {r["step"] for r in summary["listops"]} == {
+        "listops/softmax",
+        "listops/nystrom",
+        "listops/spectral_shift",
+    }
+    assert all(r["status"] == "completed" for r in summary["listops"])
+    assert (out / "compare" / "index.html").is_file() and (out / "summary.md").is_file()

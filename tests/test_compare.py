@@ -67,6 +67,7 @@ def write_run(
         "run_dir": str(run_dir),
         "versions": {},
         "git_commit": None,
+        **({"data": kw["data"]} if "data" in kw else {}),
     }
     results.write(run_dir, record)
     csv_dir = run_dir / "csv" / "version_0"
@@ -244,3 +245,26 @@ def test_cli(runs_root, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert compare_main([str(empty), "--out", str(tmp_path / "empty-out")]) == 0
+
+
+def data_record(source: str, fingerprint: str) -> dict:
+    generator = {"seed": 0, "num_train": 96} if source == "generate" else None
+    return {"source": source, "path": f"/data/{source}", "generator": generator, "fingerprint": fingerprint}
+
+
+def test_data_source_column_and_rows(tmp_path):
+    """Runs record the data they read; the release and generated data never share a row."""
+    root = tmp_path / "outputs"
+    write_run(root, "listops", "softmax", 0, 0.30, data=data_record("release", "aaaaaaaaaaaaaaaa"))
+    write_run(root, "listops", "softmax", 1, 0.32, data=data_record("release", "aaaaaaaaaaaaaaaa"))
+    write_run(root / "gen", "listops", "softmax", 0, 0.90, data=data_record("generate", "bbbbbbbbbbbbbbbb"))
+    write_run(root / "old", "listops", "softmax", 2, 0.31)  # written before runs recorded their data
+    out = tmp_path / "compare"
+    build([root], out)
+    tables = parse_tables((out / "index.html").read_text())
+    runs = tables["runs-table"]
+    column = runs[0][1].index("Data")
+    cells = sorted(cells[column] for _, cells in runs[1:])
+    assert cells == ["generate (seed 0) · bbbbbbbbbb", "release · aaaaaaaaaa", "release · aaaaaaaaaa", "—"]
+    labels = {cells[0] for kind, cells in tables["lra-table"] if kind in ("ours", "failed")}
+    assert "softmax [used=generate]" in labels and len(labels) >= 2

@@ -37,16 +37,18 @@ def module(tmp_path, **kw):
 
 def test_tsv_round_trip(tmp_path):
     write_release(tmp_path / "listops-1000")
-    flat, offsets, labels = read_listops_tsv(tmp_path / "listops-1000" / "basic_train.tsv", VOCAB_IDS)
+    flat, offsets, labels, skipped = read_listops_tsv(
+        tmp_path / "listops-1000" / "basic_train.tsv", VOCAB_IDS
+    )
     first = [VOCAB[i] for i in flat[offsets[0] : offsets[1]]]
     # The LRA pipeline's tokens: no grouping parentheses and no closing brackets.
     assert first == ["[MAX", "2", "9"] == tokenize("( ( ( [MAX 2 ) 9 ) ] )")
-    flat, offsets, _ = read_listops_tsv(
+    assert labels[:3].tolist() == [9, 2, 7]
+    kept, kept_offsets, _, _ = read_listops_tsv(
         tmp_path / "listops-1000" / "basic_train.tsv", VOCAB_IDS, closing_brackets=True
     )
-    assert [VOCAB[i] for i in flat[offsets[0] : offsets[1]]] == ["[MAX", "2", "9", "]"]
-    assert labels[:3].tolist() == [9, 2, 7]
-    assert len(labels) == 10 and offsets[-1] == len(flat)
+    assert [VOCAB[i] for i in kept[kept_offsets[0] : kept_offsets[1]]] == ["[MAX", "2", "9", "]"]
+    assert len(labels) == 10 and offsets[-1] == len(flat) and skipped == 0
 
 
 @pytest.mark.parametrize(

@@ -101,11 +101,28 @@ def valid_record():
     }
 
 
+def current_record():
+    data = {"source": "generate", "path": "p", "generator": {"seed": 0}, "fingerprint": "f", "splits": {}}
+    return {**valid_record(), "data": data, "best_step": 4, "tested_checkpoint": "x.ckpt"}
+
+
 def test_results_schema_round_trip(tmp_path):
-    path = results.write(tmp_path, valid_record())
-    assert valid_record() == json.loads(path.read_text())
-    # Fields added later (here: compute) read as None from records written before them.
-    assert results.read(tmp_path) == {**valid_record(), "compute": None}
+    path = results.write(tmp_path, current_record())
+    assert results.read(tmp_path) == {**current_record(), "compute": None}
+    assert current_record() == json.loads(path.read_text())
+
+
+def test_records_written_before_the_optional_fields_still_read(tmp_path):
+    """A results.json of the first schema (no data / best_step / tested_checkpoint) stays readable."""
+    (tmp_path / "results.json").write_text(json.dumps(valid_record()))
+    record = results.read(tmp_path)
+    assert record["data"] is None and record["best_step"] is None and record["tested_checkpoint"] is None
+    assert record["compute"] is None
+    results.validate(valid_record())  # what lra.compare checks
+
+
+def test_interrupted_is_a_status():
+    results.validate({**valid_record(), "status": "interrupted"})
 
 
 @pytest.mark.parametrize(
@@ -115,6 +132,8 @@ def test_results_schema_round_trip(tmp_path):
         ({"status": "weird"}, "status"),
         ({"seed": "0"}, "'seed'"),
         ({"global_step": True}, "'global_step'"),
+        ({"data": "release"}, "'data'"),
+        ({"best_step": 1.5}, "'best_step'"),
     ],
 )
 def test_results_schema_rejects_bad_records(tmp_path, change, complaint):

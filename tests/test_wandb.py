@@ -100,3 +100,13 @@ def test_summaries_match_results_json(grid_runs):
         assert summary["speed/train_steps_per_s"] == pytest.approx(result["train_steps_per_s"])
         assert summary["speed/train_tokens_per_s"] == pytest.approx(result["train_tokens_per_s"])
         assert summary["memory/peak_bytes"] == pytest.approx(result["peak_memory_bytes"])
+
+
+def test_data_source_is_in_the_config_and_summary(grid_runs):
+    for run_dir in grid_runs:
+        data = json.loads((run_dir / "results.json").read_text())["data"]
+        wb = read_offline_run(run_dir)
+        assert wb["config"]["data_source"]["fingerprint"] == data["fingerprint"]
+        assert wb["config"]["data_source"]["generator"]["seed"] == data["generator"]["seed"]
+        assert wb["summary"]["data/source"] == data["source"] == "generate"
+        assert wb["summary"]["data/fingerprint"] == data["fingerprint"]

@@ -221,12 +221,22 @@ def _display_dir(run_dir: Path, root: Path | None) -> str:
     return str(run_dir)
 
 
+def data_cell(data) -> str:
+    """Where a run's data came from: source kind, generator seed, content fingerprint."""
+    if not isinstance(data, dict) or not data.get("source"):
+        return "—"
+    generator = data.get("generator")
+    seed = f" (seed {generator['seed']})" if isinstance(generator, dict) and "seed" in generator else ""
+    fingerprint = f" · {data['fingerprint'][:10]}" if data.get("fingerprint") else ""
+    return f"{data['source']}{seed}{fingerprint}"
+
+
 def runs_table(runs: list[Run]) -> Table:
     table = Table(
         "runs-table",
         "All runs",
         ["Task", "Model", "Seed", "Status", "best val %", "test %", "steps", "train steps/s",
-         "peak MiB", "wall s", "Run directory", "Error"],
+         "peak MiB", "wall s", "Data", "Run directory", "Error"],
     )  # fmt: skip
     root = Path(os.path.commonpath([str(r.run_dir) for r in runs])) if runs else None
     if root is not None and len(runs) == 1:
@@ -251,11 +261,16 @@ def runs_table(runs: list[Run]) -> Table:
                     number(run.metric("train_steps_per_s")),
                     mib(run.metric("peak_memory_bytes")),
                     "—" if wall is None else f"{wall:.0f}",
+                    data_cell(run.record.get("data")),
                     _display_dir(run.run_dir, root),
                     error,
                 ],
                 "ours" if run.ok else "failed",
             )
+    table.notes.append(
+        "Data: the source a run read (release, generate, local, hub), the generator's seed, and a hash "
+        "of the tokenised splits (equal hashes = the same examples); — for runs recorded before."
+    )
     if root is not None:
         table.notes.append(f"Run directories relative to {root}.")
     return table

@@ -56,11 +56,21 @@ def relevant(config: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in flatten(config).items() if not any(fnmatchcase(k, p) for p in IGNORED)}
 
 
+def setting(run: Run) -> dict[str, str]:
+    """The run's relevant config, plus the data source it actually used (results.json ``data``):
+    ``data.source=auto`` reads the release or generates, and the two must not share a row."""
+    out = relevant(run.config)
+    data = run.record.get("data")
+    if isinstance(data, dict) and data.get("source"):
+        out["data.used"] = json.dumps(data["source"])
+    return out
+
+
 def variant_keys(runs: list[Run]) -> dict[str, list[str]]:
     """attention -> its variant keys (sorted)."""
     values: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
     for run in runs:
-        values[(run.attention, run.task)].append(relevant(run.config))
+        values[(run.attention, run.task)].append(setting(run))
     keys: dict[str, set[str]] = defaultdict(set)
     for (attention, _task), configs in values.items():
         for key in set().union(*configs):
@@ -127,7 +137,7 @@ def assign_variants(runs: list[Run]) -> dict[str, list[str]]:
     for run in runs:
         by_attention[run.attention].append(run)
     for attention, group in by_attention.items():
-        configs = [relevant(r.config) for r in group]
+        configs = [setting(r) for r in group]
         shown_keys = _representatives(keys.get(attention, []), configs)
         names = short_names(shown_keys)
         # The usual setting is what completed runs used (failed runs do not define it), unless none did.
@@ -151,5 +161,5 @@ def assign_variants(runs: list[Run]) -> dict[str, list[str]]:
 def same_setting(run: Run, baseline: Run, keys: list[str]) -> bool:
     """Whether ``run`` matches ``baseline`` on the baseline attention's variant keys (its own knobs,
     ``attention.*``, have no counterpart in another attention and are not compared)."""
-    a, b = relevant(run.config), relevant(baseline.config)
+    a, b = setting(run), setting(baseline)
     return all(a.get(k, UNSET) == b.get(k, UNSET) for k in keys if not k.startswith("attention."))

@@ -1,0 +1,24 @@
+"""The project's errors whose message alone tells the user what is wrong and how to fix it.
+
+``lra.cli`` prints these (and only these, plus missing files and a diverged loss) as one line; any
+other exception is a bug and keeps its traceback. This module imports nothing, so ``data/`` can raise
+the same errors without depending on the rest of ``lra``.
+"""
+
+from __future__ import annotations
+
+
+class LRAError(Exception):
+    """Base of every error whose message names the file, key or value at fault and the fix."""
+
+
+class ConfigError(LRAError, ValueError):
+    """A config value that cannot work; the message names the key and the fix."""
+
+
+class DataFormatError(LRAError, ValueError):
+    """Malformed or unusable input data; the message names the file (and line) or the split."""
+
+
+class CheckpointError(LRAError):
+    """A checkpoint that cannot be read, resumed or written; the message names the file."""

@@ -1,0 +1,235 @@
+"""One command for a machine with one CUDA GPU: ``python -m lra.gpu_check [--out DIR] [--wheels DIR]``.
+
+Sized to finish in under 10 minutes on one H100; every result lands under ``--out``:
+
+1. ``environment.json``: torch, CUDA device, which optional packages are present;
+2. ``tests.xml`` / ``tests.log``: the CUDA-only tests (``pytest -m cuda``: bf16 autocast, CUDA-event
+   timing, ``max_memory_allocated``, a run on the GPU);
+3. ``efficiency/``: ``lra.bench efficiency`` on CUDA from 512 to 16,384 tokens;
+4. ``step/``: ``lra.bench step`` on CUDA (ListOps, the three attentions);
+5. ``runs/<attention>/``: the three ListOps runs at the published setting (5,000 steps, validation
+   every 50), started together on the one GPU, and ``compare/`` (``lra.compare`` over them);
+6. ``summary.json`` and ``summary.md``: what each step did, how long it took, the headline numbers.
+
+It needs only PyTorch and Lightning to be installed and no network: ``--wheels DIR`` installs the
+project's other dependencies from a folder of wheels (``pip download`` them beforehand), W&B is
+replaced by CSV logging when it is absent, and the ListOps data is generated locally. A step that
+fails is recorded and the next one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NEEDED = ("hydra", "omegaconf", "torchmetrics", "filelock", "tqdm", "numpy", "matplotlib", "plotly")
+WHEEL_NAMES = {"hydra": "hydra-core", "omegaconf": "omegaconf"}
+ATTENTIONS = ("softmax", "nystrom", "spectral_shift")
+
+
+def missing_modules() -> list[str]:
+    return [m for m in NEEDED if importlib.util.find_spec(m) is None]
+
+
+def install_from_wheels(wheels: Path, modules: list[str]) -> str:
+    names = [WHEEL_NAMES.get(m, m) for m in modules]
+    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheels), *names]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    return (done.stdout + done.stderr)[-4000:]
+
+
+def environment() -> dict:
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "device_count": torch.cuda.device_count(),
+        "wandb": importlib.util.find_spec("wandb") is not None,
+        "datasets": importlib.util.find_spec("datasets") is not None,
+        "missing": missing_modules(),
+    }
+
+
+class Steps:
+    """Runs the check's commands one after another, recording each; a failure never stops the rest."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.records: list[dict] = []
+
+    def run(self, name: str, cmd: list[str], timeout: float, env: dict | None = None) -> dict:
+        started = time.time()
+        log = self.out / f"{name}.log"
+        with open(log, "w") as f:
+            try:
+                done = subprocess.run(
+                    cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, env=env
+                )
+                code = done.returncode
+            except subprocess.TimeoutExpired:
+                code = "timeout"
+        record = {"step": name, "command": " ".join(cmd), "exit": code, "seconds": time.time() - started}
+        self.records.append(record)
+        print(f"[gpu_check] {name}: exit {code} in {record['seconds']:.0f}s (log {log})", flush=True)
+        return record
+
+
+# --smoke: the same orchestration on the CPU at toy sizes (what the test suite runs; no GPU needed).
+SMOKE_RUN = [
+    "trainer=cpu",
+    "data.generate.num_train=64",
+    "data.generate.num_val=16",
+    "data.generate.num_test=16",
+    "data.generate.min_length=10",
+    "data.generate.max_length=100",
+    "data.generate.max_depth=5",
+    "model.max_len=128",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "optim.warmup_steps=1",
+    "data.workers=1",
+]
+
+
+def listops_runs(out: Path, data_dir: Path, logger: str, timeout: float, smoke: bool = False) -> list[dict]:
+    """The three published-setting ListOps runs side by side on the one GPU."""
+    threads = max((os.cpu_count() or 3) // len(ATTENTIONS), 1)  # the GPU computes; the CPUs only feed it
+    device = SMOKE_RUN if smoke else ["trainer=gpu", f"threads={threads}"]
+    base = [sys.executable, "run.py", "task=listops", *device, f"logger={logger}", f"data_dir={data_dir}"]
+    # Build the data once before the three start (they would wait on the same lock anyway).
+    prepare = [
+        *base,
+        "attention=nystrom",
+        "trainer.max_steps=1",
+        "test=false",
+        f"hydra.run.dir={out}/prepare",
+    ]
+    started = time.time()
+    subprocess.run(prepare, cwd=REPO, capture_output=True, timeout=timeout)
+    procs = {}
+    for attention in ATTENTIONS:
+        run_dir = out / "runs" / attention
+        log = open(out / f"run_{attention}.log", "w")
+        cmd = [*base, f"attention={attention}", f"hydra.run.dir={run_dir}"]
+        procs[attention] = (subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), cmd, log)
+    records = []
+    for attention, (proc, cmd, log) in procs.items():
+        remaining = max(timeout - (time.time() - started), 1)
+        try:
+            code = proc.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = "timeout"
+        log.close()
+        result = out / "runs" / attention / "results.json"
+        row = {"step": f"listops/{attention}", "command": " ".join(cmd), "exit": code}
+        if result.is_file():
+            r = json.loads(result.read_text())
+            row |= {
+                k: r.get(k)
+                for k in (
+                    "status",
+                    "best_val_acc",
+                    "test_acc",
+                    "train_steps_per_s",
+                    "peak_memory_bytes",
+                    "wall_time_s",
+                    "global_step",
+                )
+            }
+        records.append(row)
+    return records
+
+
+def summarise(out: Path, env: dict, steps: Steps, runs: list[dict], started: float) -> None:
+    summary = {"environment": env, "steps": steps.records, "listops": runs, "wall_s": time.time() - started}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    lines = [
+        f"# GPU check: {env.get('device')} (torch {env.get('torch')}, CUDA {env.get('cuda')})",
+        "",
+        "| step | exit | seconds |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {s['step']} | {s['exit']} | {s['seconds']:.0f} |" for s in steps.records]
+    lines += ["", "| ListOps run | status | best val | test | steps/s | peak memory (MiB) | wall (s) |"]
+    lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        mem = r.get("peak_memory_bytes")
+        lines.append(
+            f"| {r['step']} | {r.get('status', r['exit'])} | {r.get('best_val_acc')} | {r.get('test_acc')} | "
+            f"{r.get('train_steps_per_s')} | {None if mem is None else round(mem / 2**20)} | "
+            f"{r.get('wall_time_s')} |"
+        )
+    lines.append(f"\nTotal {summary['wall_s']:.0f} s.")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lra.gpu_check", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="outputs/gpu_check")
+    p.add_argument("--wheels", default=None, help="a folder of wheels for missing dependencies")
+    p.add_argument("--data-dir", default=None, help="where ListOps is generated (default: OUT/data)")
+    p.add_argument("--runs-timeout", type=float, default=420.0, help="seconds for the three ListOps runs")
+    p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,efficiency,step,runs")
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # CPU, toy sizes: for tests
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if args.wheels and missing_modules():
+        (out / "install.log").write_text(install_from_wheels(Path(args.wheels), missing_modules()))
+    env = environment()
+    (out / "environment.json").write_text(json.dumps(env, indent=1))
+    if env["device"] is None and not args.smoke:
+        print("[gpu_check] no CUDA device: nothing to check", file=sys.stderr)
+        return 2
+    device = "cpu" if args.smoke else "cuda"
+    skip = set(filter(None, args.skip.split(",")))
+    child_env = {**os.environ, "WANDB_MODE": "offline", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    steps = Steps(out)
+    py = sys.executable
+    if "tests" not in skip:
+        test_cmd = [
+            py,
+            "-m",
+            "pytest",
+            "-m",
+            "cuda",
+            "-q",
+            "tests/test_cuda.py",
+            f"--junitxml={out}/tests.xml",
+        ]
+        steps.run("tests", test_cmd, 300, child_env)
+    if "efficiency" not in skip:
+        lengths = "64,128" if args.smoke else "512,1024,2048,4096,8192,16384"
+        extra = ["--batch", "1", "--reps", "1", "--landmarks", "16", "--no-memory"] if args.smoke else []
+        efficiency = [py, "-m", "lra.bench", "efficiency", "--devices", device, "--lengths", lengths]
+        steps.run("efficiency", [*efficiency, *extra, "--out", str(out / "efficiency")], 240, child_env)
+    if "step" not in skip:
+        extra = (
+            ["--set", "model.max_len=64", "--set", "data.batch_size=2", "--reps", "1"] if args.smoke else []
+        )
+        step = [py, "-m", "lra.bench", "step", "--device", device, *extra, "--out", str(out / "step")]
+        steps.run("step", step, 120, child_env)
+    runs: list[dict] = []
+    if "runs" not in skip:
+        logger = "default" if env["wandb"] else "csv"
+        data_dir = Path(args.data_dir) if args.data_dir else out / "data"
+        runs = listops_runs(out, data_dir, logger, args.runs_timeout, smoke=args.smoke)
+        steps.run("compare", [py, "-m", "lra.compare", str(out / "runs"), "--out", str(out / "compare")], 120)
+    summarise(out, env, steps, runs, started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
