@@ -5,7 +5,12 @@ from torch import nn
 
 
 class AttentionBase(nn.Module):
-    """Common shape arguments and the diagnostics slot shared by all variants."""
+    """Common shape arguments and the diagnostics slot shared by all variants.
+
+    ``exact``: the variant computes softmax attention exactly (the contract test then compares it with
+    a dense reference)."""
+
+    exact = False
 
     def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None):
         super().__init__()

@@ -13,7 +13,9 @@ class SoftmaxAttention(AttentionBase):
     key-padding mask is passed as a boolean ``attn_mask`` so padded keys get zero weight.
     """
 
-    def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, dropout: float = 0.0):
+    exact = True
+
+    def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, dropout: float = 0.1):
         super().__init__(num_heads, head_dim, max_len)
         self.dropout = dropout
 
@@ -22,6 +24,8 @@ class SoftmaxAttention(AttentionBase):
         attn_mask = None
         if key_padding_mask is not None:
             attn_mask = key_padding_mask[:, None, None, :]  # broadcast over heads and queries
+            # A masked key's weight is 0, but 0 * inf is NaN: padded values must be finite.
+            v = torch.where(attn_mask.transpose(-1, -2), v, v.new_zeros(()))
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )

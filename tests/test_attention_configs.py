@@ -6,19 +6,18 @@ import inspect
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from attention import NystromAttention, SpectralShiftAttention
+from lra.registry import attention_names
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "attention"
 
 
-@pytest.mark.parametrize(
-    ("name", "cls"), [("nystrom", NystromAttention), ("spectral_shift", SpectralShiftAttention)]
-)
-def test_config_instantiates_with_class_defaults(name, cls):
+@pytest.mark.parametrize("name", attention_names())
+def test_config_instantiates_with_class_defaults(name):
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    cls = get_class(cfg._target_)
     assert cfg.name == name and cfg._partial_ is True
     knobs = {k: v for k, v in cfg.items() if k not in ("_target_", "_partial_", "name")}
     params = inspect.signature(cls).parameters

@@ -9,9 +9,11 @@
   peak-RSS counter (``/proc/self/clear_refs``), runs the measured step, and reports ``VmHWM`` minus the
   RSS just before it; glibc's mmap threshold is pinned so freed tensors really leave the RSS.
   CUDA: ``max_memory_allocated`` minus the memory allocated before the step.
-- Rows: exact softmax (SDPA), our Nyström and spectral shift (config defaults, with and without the
-  conv skip), and the published ``nystrom-attention`` package as a reference (same m, iterations,
-  conv kernel; identity projections so that it sees the same q, k, v).
+- Rows: every attention config of ``conf/attention/`` (the registry, ``lra/registry.py``) at its
+  defaults (dropout off), each with the conv skip off as well where it has one
+  (``nystrom:conv_kernel=0``), dense softmax that materialises n x n, and the published
+  ``nystrom-attention`` package as a reference (same m, iterations, conv kernel; identity projections
+  so that it sees the same q, k, v). ``--variants`` takes any ``name[:key=value,...]``.
 
 Writes ``efficiency.json`` and ``efficiency.png`` (time and memory vs length, log scale).
 """
@@ -31,20 +33,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from attention.nystrom import NystromAttention
-from attention.softmax import SoftmaxAttention
-from attention.spectral_shift import SpectralShiftAttention
-
-VARIANTS = (
-    "softmax",
-    "softmax-dense",
-    "nystrom",
-    "spectral_shift",
-    "nystrom-noconv",
-    "spectral_shift-noconv",
-    "nystrom-attention-pkg",
+from lra.registry import (
+    attention_names,
+    benchmark_overrides,
+    build_attention,
+    has_knob,
+    parse_variant,
+    split_variants,
 )
+
+REFERENCES = ("softmax-dense", "nystrom-attention-pkg")  # rows that are not attention configs
 BASELINE = "nystrom"
+
+
+def default_variants() -> list[str]:
+    names = attention_names()
+    noconv = [f"{n}:conv_kernel=0" for n in names if has_knob(n, "conv_kernel")]
+    return [*names, "softmax-dense", *noconv, "nystrom-attention-pkg"]
 
 
 class DenseSoftmax(nn.Module):
@@ -85,18 +90,13 @@ class PackageNystrom(nn.Module):
 
 
 def build(variant: str, heads: int, head_dim: int, landmarks: int) -> nn.Module:
-    if variant == "softmax":
-        return SoftmaxAttention(heads, head_dim)
+    """A registry variant (``name[:key=value,...]``) or one of the reference rows."""
     if variant == "softmax-dense":
         return DenseSoftmax()
-    if variant.startswith("nystrom-attention-pkg"):
+    if variant == "nystrom-attention-pkg":
         return PackageNystrom(heads, head_dim, landmarks, iterations=6, conv_kernel=35)
-    conv = 0 if variant.endswith("-noconv") else 35
-    if variant.startswith("nystrom"):
-        return NystromAttention(heads, head_dim, num_landmarks=landmarks, conv_kernel=conv)
-    if variant.startswith("spectral_shift"):
-        return SpectralShiftAttention(heads, head_dim, num_landmarks=landmarks, conv_kernel=conv)
-    raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    name, overrides = parse_variant(variant)
+    return build_attention(variant, heads, head_dim, **{**benchmark_overrides(name, landmarks), **overrides})
 
 
 def make_inputs(batch, heads, n, head_dim, device, seed=0):
@@ -324,7 +324,13 @@ def parse_args(argv):
 
     p = argparse.ArgumentParser(prog="python -m lra.bench efficiency", description=__doc__.split("\n\n")[0])
     p.add_argument("--lengths", type=ints, default=[512, 1024, 2048, 4096, 8192, 16384])
-    p.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS))
+    p.add_argument(
+        "--variants",
+        type=split_variants,
+        default=None,
+        help="attention config names with optional ':key=value,...' overrides, comma-separated; default: "
+        "every config, each without the conv skip too where it has one, and the reference rows",
+    )
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--head-dim", type=int, default=32)
@@ -352,7 +358,7 @@ def parse_args(argv):
 def skipped(variant: str, n: int, device: str, args) -> bool:
     if variant == "softmax-dense":
         return n > args.dense_max_len
-    return variant == "softmax" and device == "cpu" and n > args.softmax_max_len
+    return parse_variant(variant)[0] == "softmax" and device == "cpu" and n > args.softmax_max_len
 
 
 def main(argv=None) -> int:
@@ -365,9 +371,11 @@ def main(argv=None) -> int:
     if args.time_worker:
         print(json.dumps(time_length(args.variants, args.time_worker, args, "cpu")))
         return 0
-    unknown = sorted(set(args.variants) - set(VARIANTS))
+    args.variants = args.variants or default_variants()
+    known = set(attention_names()) | set(REFERENCES)
+    unknown = sorted(v for v in args.variants if parse_variant(v)[0] not in known)
     if unknown:
-        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(sorted(known))}")
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

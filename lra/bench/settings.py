@@ -1,43 +1,57 @@
-"""Named attention settings compared by the fidelity benchmark.
+"""Named attention settings compared by the fidelity benchmark: registry variants (``lra/registry.py``).
 
-Every setting is a variant class plus knobs; the conv skip is off everywhere (it is a learned layer,
-not part of the approximation). ``nystrom`` is the baseline each spectral-shift setting is judged
-against; the grid covers the three forms, the delta estimators, the normalisers, the rank k and
-delta_max, so that the benchmark (not intuition) picks the defaults.
+Every attention config appears at its defaults, and spectral shift also across a grid of its knobs
+(the forms, the delta estimators, the normalisers and their window, the rank k, delta_max), so that
+the benchmark, not intuition, picks the defaults. The conv skip is off everywhere (it is a learned
+layer, not part of the approximation) and so is dropout; ``nystrom`` is the baseline every setting is
+judged against.
 """
 
 from __future__ import annotations
 
-from attention.nystrom import NystromAttention
-from attention.spectral_shift import SpectralShiftAttention
+from lra.registry import attention_names, has_knob
+
+SPECTRAL_SHIFT_GRID = {
+    "ss-core-trace-free": "form=core,delta=trace,normaliser=free",
+    "ss-core-trace-sampled": "form=core,delta=trace,normaliser=sampled",
+    "ss-core-landmark": "form=core,delta=landmark",
+    "ss-sketch-trace-free": "form=sketch,delta=trace,normaliser=free",
+    "ss-sketch-trace-sampled": "form=sketch,delta=trace,normaliser=sampled",
+    "ss-sketch-landmark": "form=sketch,delta=landmark",
+    "ss-projection-trace-free": "form=projection,delta=trace,normaliser=free",
+    "ss-projection-trace-sampled": "form=projection,delta=trace,normaliser=sampled",
+    "ss-projection-landmark": "form=projection,delta=landmark",
+    "ss-core-trace-free-w16": "form=core,delta=trace,normaliser=free,window=16",
+    "ss-diagonal-trace-free": "form=diagonal,delta=trace,normaliser=free",
+    "ss-diagonal-trace-free-w8": "form=diagonal,delta=trace,normaliser=free,window=8",
+    "ss-diagonal-trace-free-w16": "form=diagonal,delta=trace,normaliser=free,window=16",
+    "ss-diagonal-trace-sampled": "form=diagonal,delta=trace,normaliser=sampled",
+    "ss-diagonal-trace-sampled-w16": "form=diagonal,delta=trace,normaliser=sampled,window=16",
+    "ss-core-trace-sampled-r256": "form=core,delta=trace,normaliser=sampled,num_samples=256",
+    "ss-core-trace-free-dmax0.5": "form=core,delta=trace,delta_max=0.5",
+    "ss-projection-trace-free-dmax0.5": "form=projection,delta=trace,delta_max=0.5",
+}
+RANKS = (0, 4, 16, 32)
 
 
-def fidelity_settings(landmarks: int) -> dict[str, tuple[type, dict]]:
-    base = {"num_landmarks": landmarks, "conv_kernel": 0}
-    settings: dict[str, tuple[type, dict]] = {
-        "nystrom": (NystromAttention, dict(base)),
-        "nystrom-exact-pinv": (NystromAttention, {**base, "pinv": "exact"}),
-    }
-    ss = {**base, "rank": min(8, landmarks - 1)}  # the default k, kept valid for tiny smoke-test m
-    estimators = {
-        "trace-free": {"delta": "trace", "normaliser": "free"},
-        "trace-sampled": {"delta": "trace", "normaliser": "sampled", "num_samples": 64},
-        "landmark": {"delta": "landmark"},
-    }
-    for form in ("core", "sketch", "projection"):
-        for est_name, est in estimators.items():
-            settings[f"ss-{form}-{est_name}"] = (SpectralShiftAttention, {**ss, "form": form, **est})
-    for rank in (0, 4, 16, 32):
+def fidelity_settings(landmarks: int) -> dict[str, str]:
+    """Setting name -> registry variant (``name:key=value,...``), for ``landmarks`` landmarks."""
+
+    def variant(name: str, knobs: str = "") -> str:
+        fixed = [f"num_landmarks={landmarks}"] if has_knob(name, "num_landmarks") else []
+        fixed += ["conv_kernel=0"] if has_knob(name, "conv_kernel") else []
+        fixed += ["dropout=0"] if has_knob(name, "dropout") else []
+        if name == "spectral_shift":
+            fixed.append(f"rank={min(8, landmarks - 1)}")  # the default k, kept valid for tiny smoke-test m
+        return f"{name}:" + ",".join(filter(None, [*fixed, knobs]))  # later keys win: knobs last
+
+    settings = {name: variant(name) for name in attention_names()}
+    settings["nystrom-exact-pinv"] = variant("nystrom", "pinv=exact")
+    for label, knobs in SPECTRAL_SHIFT_GRID.items():
+        settings[label] = variant("spectral_shift", knobs)
+    for rank in RANKS:
         if rank < landmarks:
-            knobs = {**base, "form": "core", "delta": "trace", "rank": rank}
-            settings[f"ss-core-trace-free-k{rank}"] = (SpectralShiftAttention, knobs)
-    for form in ("core", "sketch", "projection"):
-        settings[f"ss-{form}-trace-free-dmax0.5"] = (
-            SpectralShiftAttention,
-            {**ss, "form": form, "delta": "trace", "delta_max": 0.5},
-        )
-    settings["ss-core-trace-sampled-r256"] = (
-        SpectralShiftAttention,
-        {**ss, "form": "core", "delta": "trace", "normaliser": "sampled", "num_samples": 256},
-    )
+            settings[f"ss-core-trace-free-k{rank}"] = variant(
+                "spectral_shift", f"form=core,delta=trace,rank={rank}"
+            )
     return settings

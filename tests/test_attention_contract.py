@@ -1,0 +1,117 @@
+"""The contract every attention config (``conf/attention/*.yaml``, the registry) must satisfy.
+
+Parametrised over the registry, so a new variant is tested by adding its module and its yaml. Each is
+built as the benchmarks build it (its defaults, dropout off, few landmarks so that approximations
+really approximate at these small lengths).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lra.registry import attention_names, benchmark_overrides, build_attention
+
+H, D, M = 2, 8, 16
+
+
+def build(name: str, dtype=torch.float32):
+    module = build_attention(name, H, D, max_len=256, **benchmark_overrides(name, landmarks=M))
+    return module.to(dtype)
+
+
+def inputs(b, n, dtype=torch.float32, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return [scale * torch.randn(b, H, n, D, generator=g, dtype=dtype) for _ in range(3)]
+
+
+def lengths_mask(n, lengths):
+    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def call(module, *args):
+    torch.manual_seed(0)  # variants that sample (keys, features) draw the same numbers each call
+    return module(*args)
+
+
+def dense_softmax(q, k, v, mask):
+    s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    s = s.masked_fill(~mask[:, None, None, :], float("-inf"))
+    return s.softmax(-1) @ v
+
+
+@pytest.fixture(params=attention_names())
+def name(request):
+    return request.param
+
+
+def test_shapes_and_dtype(name):
+    q, k, v = inputs(3, 50)
+    out = call(build(name), q, k, v, lengths_mask(50, [50, 31, 7]))
+    assert out.shape == q.shape and out.dtype == q.dtype
+
+
+def test_padding_never_reaches_real_outputs(name):
+    module = build(name, torch.float64)
+    q, k, v = inputs(2, 45, torch.float64)
+    mask = lengths_mask(45, [45, 29])
+    out = call(module, q, k, v, mask)
+    pad = ~mask[:, None, :, None]
+    q2, k2, v2 = (torch.where(pad, torch.randn_like(t) * 1e3, t) for t in (q, k, v))
+    v2 = torch.where(pad & (torch.rand_like(v) < 0.3), torch.full_like(v, float("inf")), v2)
+    out2 = call(module, q2, k2, v2, mask)
+    real = mask[:, None, :, None].expand_as(out)
+    assert torch.isfinite(out2[real]).all()
+    torch.testing.assert_close(out2[real], out[real], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("length", [40, 37, 5])
+def test_output_does_not_depend_on_the_batch(name, length):
+    module = build(name, torch.float64)
+    q, k, v = inputs(3, 120, torch.float64, seed=length, scale=1.5)
+    mask = lengths_mask(120, [length, 120, 77])
+    batched = call(module, q, k, v, mask)[0, :, :length]
+    alone = call(module, q[:1, :, :length], k[:1, :, :length], v[:1, :, :length], None)[0]
+    assert ((batched - alone).norm() / alone.norm()).item() <= 1e-5
+
+
+def test_gradients_are_finite(name):
+    module = build(name)
+    q, k, v = (t.requires_grad_() for t in inputs(2, 64, scale=2.0))
+    call(module, q, k, v, lengths_mask(64, [64, 40])).square().sum().backward()
+    for t in (q, k, v, *module.parameters()):
+        assert t.grad is None or torch.isfinite(t.grad).all()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+def test_bf16_autocast(name):
+    module = build(name)
+    q, k, v = (t.requires_grad_() for t in inputs(2, 64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = call(module, q.bfloat16(), k.bfloat16(), v.bfloat16(), lengths_mask(64, [64, 33]))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    out.float().square().sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+def test_diagnostics_are_detached_tensors(name):
+    module = build(name)
+    q, k, v = (t.requires_grad_() for t in inputs(2, 64))
+    call(module, q, k, v, None)
+    assert isinstance(module.diagnostics, dict)
+    for key, value in module.diagnostics.items():
+        assert isinstance(key, str) and isinstance(value, torch.Tensor)
+        assert not value.requires_grad and value.is_floating_point()
+
+
+def test_exact_where_claimed(name):
+    module = build(name, torch.float64)
+    if not getattr(module, "exact", False):
+        pytest.skip(f"{name} is an approximation")
+    q, k, v = inputs(2, 40, torch.float64)
+    mask = lengths_mask(40, [40, 23])
+    out = call(module, q, k, v, mask)
+    real = mask[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out[real], dense_softmax(q, k, v, mask)[real])
