@@ -165,3 +165,30 @@ def test_bf16_autocast_keeps_fp32_inside_and_gradients_finite():
 def test_bad_knobs_name_the_config_key(knobs, key):
     with pytest.raises(ValueError, match=key):
         NystromAttention(2, 8, **knobs)
+
+
+@pytest.mark.parametrize("kernel", [1, 4, 35, 80])
+@pytest.mark.parametrize("n", [7, 32, 100])
+def test_conv_skip_matches_depthwise_conv1d_with_gradients(kernel, n):
+    """The block-Toeplitz GEMM form equals a depthwise conv1d with zero 'same' padding, forward and
+    backward (the formulation PyTorch's convolution would compute)."""
+    from attention.nystrom import ValueConvSkip
+
+    skip = ValueConvSkip(2, kernel).double()
+    v = torch.randn(3, 2, n, 5, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(3, 2, n, 5, dtype=torch.float64)
+    (skip(v) * grad).sum().backward()
+    ours = skip(v).detach(), v.grad.clone(), skip.weight.grad.clone()
+
+    v.grad, skip.weight.grad = None, None
+    x = v.transpose(-1, -2).reshape(3, 2 * 5, n)
+    weight = skip.weight.repeat_interleave(5, dim=0)
+    total = kernel - 1
+    ref = torch.nn.functional.conv1d(
+        torch.nn.functional.pad(x, (total // 2, total - total // 2)), weight, groups=10
+    )
+    ref = ref.reshape(3, 2, 5, n).transpose(-1, -2)
+    (ref * grad).sum().backward()
+    torch.testing.assert_close(ours[0], ref.detach())
+    torch.testing.assert_close(ours[1], v.grad)
+    torch.testing.assert_close(ours[2], skip.weight.grad)
