@@ -108,6 +108,32 @@ def plan_compute(
     return ComputePlan(cores=cores, threads=int(threads), workers=int(workers), reason=reason)
 
 
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def pin_allocator(threshold: int = 1 << 20) -> bool:
+    """Fix glibc's mmap threshold so that large freed tensors go back to the OS.
+
+    By default glibc raises the threshold to the largest block freed so far (up to 32 MB), after
+    which tensors of that size are carved from the heap; with every batch padded to a different
+    length, the heap fragments and a process's resident memory keeps growing over a long run.
+    Returns whether it applied (glibc only)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, threshold)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
 def apply_compute(plan: ComputePlan) -> None:
     """Set torch's intra-op threads (inter-op threads can only be set before any parallel work, and
     the harness runs no inter-op parallel code, so they are left alone)."""

@@ -31,7 +31,7 @@ from lra.errors import CheckpointError, ConfigError, LRAError
 from lra.loggers import build_loggers, close_loggers, describe_data, describe_run, log_summary
 from lra.module import LRAModule
 from lra.provenance import git_commit, package_versions
-from lra.resources import apply_compute, plan_compute
+from lra.resources import apply_compute, pin_allocator, plan_compute
 from lra.resume import check_exists, check_resume, run_identity
 
 __all__ = ["ConfigError", "RunInterrupted", "build_attention", "build_model", "train"]
@@ -174,6 +174,7 @@ def setup_run(cfg: DictConfig, run_dir: Path, record: dict, parts: Parts, parall
     pl.seed_everything(cfg.seed, workers=True)
     plan = compute_plan(cfg, parallel_runs)
     apply_compute(plan)
+    pin_allocator()
     record["compute"] = plan.as_record()
     datamodule = instantiate_checked(cfg.data, "data", num_workers=plan.workers)
     check_compatible(cfg, datamodule)
