@@ -78,9 +78,13 @@ def free_log_normaliser(
     seg_of = seg_of.clamp_max(f.seg.m - 1)  # padded positions (index m) are masked out below anyway
     in_window = f.f.gather(-1, seg_of[:, None].expand(b, h, n, width).reshape(b, h, n, width))
     in_window = (in_window * real[:, None].to(in_window.dtype)).sum(dim=-1)
-    far = (weighted - in_window).clamp_min(0.0)
+    far = weighted - in_window
+    # Rows whose window covers every key have no far part: drop the term (its log would be -inf, and
+    # its gradient NaN) rather than take the log of a rounding residue.
+    some = far > 1e-6 * weighted.clamp_min(1.0)
+    far_term = torch.where(some, log_sum + torch.where(some, far, 1.0).log(), float("-inf"))
     neg = masked_value(logits.dtype)
-    terms = torch.cat([logits.masked_fill(~real[:, None], neg), (log_sum + far.log())[..., None]], dim=-1)
+    terms = torch.cat([logits.masked_fill(~real[:, None], neg), far_term[..., None]], dim=-1)
     return terms.logsumexp(dim=-1)
 
 

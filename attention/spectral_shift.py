@@ -57,14 +57,14 @@ class SpectralShiftAttention(NystromAttention):
         pinv: str = "newton",
         pinv_iterations: int = 6,
         conv_kernel: int = 35,
-        form: str = "core",
+        form: str = "diagonal",
         delta: str = "trace",
         rank: int = 8,
         delta_max: float = 1.0,
         detach_delta: bool = True,
         normaliser: str = "free",
         num_samples: int = 64,
-        window: int = 0,
+        window: int = 16,
         fixed_delta: float = 0.0,
     ):
         super().__init__(num_heads, head_dim, max_len, num_landmarks, pinv, pinv_iterations, conv_kernel)
@@ -77,7 +77,8 @@ class SpectralShiftAttention(NystromAttention):
                 f"attention.normaliser must be one of {'|'.join(NORMALISERS)}; got {normaliser!r}"
             )
         # rank only matters to the estimators that subtract leading singular values / eigenvalues.
-        max_rank = num_landmarks - 1 if delta in ("trace", "landmark") else math.inf
+        uses_rank = delta == "landmark" or (delta == "trace" and form != "diagonal")
+        max_rank = num_landmarks - 1 if uses_rank else math.inf
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank <= max_rank:
             raise ValueError(
                 f"attention.rank must be an integer in [0, num_landmarks) = [0, {num_landmarks}) for "

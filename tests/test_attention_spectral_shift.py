@@ -182,7 +182,7 @@ def test_top_singular_values_match_the_dense_approximant():
 def test_delta_diagnostic_is_per_head_batch_mean():
     q, k, v = self_attending(n=128, d=16, temperature=0.5)
     q = torch.cat([q[:1], 0.1 * q[1:]])  # the second item is far less self-attending
-    ss = SpectralShiftAttention(2, 16, num_landmarks=16, conv_kernel=0)
+    ss = SpectralShiftAttention(2, 16, num_landmarks=16, conv_kernel=0, form="core")
     ss(q, k, v)
     delta = ss.diagnostics["delta"]
     assert delta.shape == (2,) and not delta.requires_grad
@@ -200,11 +200,11 @@ def test_delta_diagnostic_is_per_head_batch_mean():
 
 def test_detached_delta_acts_as_a_constant():
     q, k, v = (t[:1, :1].detach().requires_grad_() for t in self_attending(n=96, d=16))
-    ss = SpectralShiftAttention(1, 16, num_landmarks=12, conv_kernel=0)
+    ss = SpectralShiftAttention(1, 16, num_landmarks=12, conv_kernel=0, form="core")
     out = ss(q, k, v)
     out.square().sum().backward()
     grads = [t.grad.clone() for t in (q, k, v)]
-    fixed = SpectralShiftAttention(1, 16, num_landmarks=12, conv_kernel=0, delta="fixed")
+    fixed = SpectralShiftAttention(1, 16, num_landmarks=12, conv_kernel=0, delta="fixed", form="core")
     fixed.fixed_delta = float(ss.estimate_delta(nystrom_factors(q, k, v, None, 12, keep_row_max=True), None))
     for t in (q, k, v):
         t.grad = None
@@ -231,7 +231,7 @@ def test_landmark_estimator_uses_the_landmark_matrix():
         ({"form": "dense"}, "attention.form must be one of core|sketch|projection|diagonal"),
         ({"delta": "eig"}, "attention.delta must be one of trace|landmark|learned|fixed"),
         ({"normaliser": "exact"}, "attention.normaliser must be one of free|sampled"),
-        ({"rank": 64}, "attention.rank"),
+        ({"rank": 64, "form": "core"}, "attention.rank"),
         ({"rank": -1}, "attention.rank"),
         ({"delta_max": 0.0}, "attention.delta_max"),
         ({"fixed_delta": -0.1}, "attention.fixed_delta"),
@@ -247,3 +247,20 @@ def test_bad_knobs_name_the_config_key(knobs, key):
 def test_every_estimator_and_form_is_listed():
     assert FORMS == ("core", "sketch", "projection", "diagonal")
     assert set(ESTIMATORS) == {"trace", "landmark", "learned", "fixed"}
+
+
+def test_diagonal_form_delta_is_the_mean_row_shift_and_restores_the_diagonal():
+    """The diagonal form's shift per row is what the approximant misses of the row's own weight:
+    with the exact normaliser (window over the whole sequence) out_i puts exactly s_ii on v_i."""
+    from attention._delta import approximant_diagonal, diagonal_shift
+
+    q, k, v = self_attending(n=64, d=16, temperature=1.0)
+    ss = SpectralShiftAttention(2, 16, num_landmarks=8, conv_kernel=0, form="diagonal", window=64, rank=2)
+    f = nystrom_factors(q, k, v, None, 8, keep_row_max=True)
+    p = newton_schulz_pinv(landmark_system(f.a, f.valid), 6)
+    own = approximant_diagonal(f.f, p, f.b)
+    shift = diagonal_shift(f, own, 1.0, "free", 0, window=64)
+    truth = dense_softmax(q, k).diagonal(dim1=-2, dim2=-1)
+    torch.testing.assert_close(own + shift, torch.maximum(truth, own))  # clip at 0: never below a_i
+    ss(q, k, v)
+    torch.testing.assert_close(ss.diagnostics["delta"], shift.mean(dim=-1).float().mean(0))
