@@ -71,16 +71,17 @@ class Throughput(Callback):
         self._last, self._last_step = now, trainer.global_step
         if self.train_time <= 0 or self.train_steps == 0:
             return
-        # Steps/s costs nothing to log, so the progress bar gets it every step. Tokens/s needs the
-        # token count on the host (a GPU sync), so only on the steps Lightning sends to the loggers.
-        pl_module.log(
-            "speed/train_steps_per_s",
-            self.train_steps / self.train_time,
-            prog_bar=True,
-            on_step=True,
-            on_epoch=False,
-        )
+        # Only on the steps Lightning sends to the loggers: tokens/s needs the token count on the host
+        # (a GPU sync), and a log call every step is measurable overhead when steps are short (the
+        # progress bar shows its own rate in between).
         if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
+            pl_module.log(
+                "speed/train_steps_per_s",
+                self.train_steps / self.train_time,
+                prog_bar=True,
+                on_step=True,
+                on_epoch=False,
+            )
             pl_module.log(
                 "speed/train_tokens_per_s",
                 # this rank's tokens x ranks: an estimate; results.json gets the exact sum over ranks
