@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.collate import pad_collate
 from data.resumable import EpochSampler, ResumableLoader
-from data.sampling import BATCHINGS, BucketBatchSampler
+from data.sampling import BATCHINGS, BucketBatchSampler, length_sorted_batches
 from lra.errors import ConfigError, DataFormatError
 
 SPLITS = ("train", "val", "test")
@@ -66,7 +66,10 @@ class LRADataModule(LightningDataModule):
         )
         sized = dict(batch_size=self.batch_size if train else self.eval_batch_size, drop_last=False)
         if not train:
-            return DataLoader(dataset, shuffle=False, **sized, **common)
+            if self._distributed():  # Lightning shards evaluation with its own sampler
+                return DataLoader(dataset, shuffle=False, **sized, **common)
+            batches = length_sorted_batches(dataset_lengths(dataset), self.eval_batch_size)
+            return DataLoader(dataset, batch_sampler=batches, **common)
         if self._distributed():
             if self.batching == "bucketed":
                 raise ConfigError(

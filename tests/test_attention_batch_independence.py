@@ -92,14 +92,29 @@ def test_model_predictions_do_not_depend_on_the_eval_batch_size(tmp_path, attent
     torch.manual_seed(0)
     model = build_model(cfg).eval()
 
-    def predict(batch_size: int) -> torch.Tensor:
+    def predict(batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         dm.eval_batch_size = batch_size
         with torch.no_grad():
-            return torch.cat([model(b["input_ids"], b["mask"]).argmax(-1) for b in dm.test_dataloader()])
+            batches = list(dm.test_dataloader())
+            preds = torch.cat([model(b["input_ids"], b["mask"]).argmax(-1) for b in batches])
+        return preds, torch.cat([b["label"] for b in batches])
 
-    labels = torch.as_tensor(dm.splits["test"].labels)
-    one, many = predict(1), predict(64)
+    (one, labels), (many, labels64) = predict(1), predict(64)
+    assert torch.equal(labels, labels64)  # the same examples in the same order
     lengths = [dm.splits["test"].num_tokens(i) for i in range(len(labels))]
     assert max(lengths) > 16 > min(lengths)  # the batches really mix short and long sequences
     assert torch.equal(one, many)
     assert (one == labels).float().mean() == (many == labels).float().mean()
+    # And in random batches (long and short together, unlike the length-sorted evaluation loader).
+    from data.collate import pad_collate
+
+    ds = dm.splits["test"]
+    single = {}
+    with torch.no_grad():
+        for i in range(len(ds)):
+            b = pad_collate([ds[i]])
+            single[i] = int(model(b["input_ids"], b["mask"]).argmax(-1))
+        for chunk in torch.randperm(len(ds), generator=torch.Generator().manual_seed(1)).split(32):
+            b = pad_collate([ds[int(i)] for i in chunk])
+            preds = model(b["input_ids"], b["mask"]).argmax(-1)
+            assert [single[int(i)] for i in chunk] == preds.tolist()

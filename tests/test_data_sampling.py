@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.sampling import BucketBatchSampler
+from data.sampling import BucketBatchSampler, length_sorted_batches
 
 
 def lengths(n=1000, seed=0):
@@ -50,3 +50,11 @@ def test_padding_is_reduced_and_batch_order_is_mixed():
 def test_bad_sizes():
     with pytest.raises(ValueError, match="batch_size"):
         BucketBatchSampler(lengths(), 0)
+
+
+def test_evaluation_batches_are_length_sorted_and_complete():
+    lens = lengths(100)
+    batches = length_sorted_batches(lens, 16)
+    assert sorted(i for b in batches for i in b) == list(range(100))
+    flat = [lens[i] for b in batches for i in b]
+    assert flat == sorted(flat) and [len(b) for b in batches] == [16] * 6 + [4]
