@@ -299,7 +299,9 @@ def parse_args(argv):
     )
     p.add_argument("--set", action="append", default=[], help="a config override, e.g. model.max_len=1000")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the run policy's)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads (default: what run.py would choose now)"
+    )
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--baseline", default="nystrom")
@@ -316,11 +318,20 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    load = Load(args.load if not args.memory_worker else 0).__enter__()
     if args.threads is None:
+        # What run.py would choose here and now (with --load, the spinning processes count as busy).
         from lra.resources import plan_compute
 
-        args.threads = plan_compute(gpu=args.device == "cuda", busy=0.0).threads
+        args.threads = plan_compute(gpu=args.device == "cuda").threads
     torch.set_num_threads(args.threads)
+    try:
+        return _main(args)
+    finally:
+        load.__exit__()
+
+
+def _main(args) -> int:
     if args.memory_worker:
         task, attention = args.memory_worker.split(":")
         print(json.dumps(measure_memory_here(task, attention, args)))
@@ -331,8 +342,7 @@ def main(argv=None) -> int:
     gemm = gemm_rate(args.device)
     rows: list[dict] = []
     for task in args.tasks:
-        with Load(args.load):
-            samples = time_task(task, args.attentions, args)
+        samples = time_task(task, args.attentions, args)
         for attention in args.attentions:
             cfg = compose(task, attention, args.set)
             row = {
