@@ -7,7 +7,6 @@ error) or ``interrupted`` (Ctrl-C), with the best validation accuracy and checkp
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from data.cache import preparation_lock
 from lra import results
 from lra.callbacks import AttentionDiagnostics, PeakMemory, RandomState, Throughput
 from lra.callbacks.progress import StepProgressBar
@@ -108,19 +106,9 @@ def new_record(cfg: DictConfig, run_dir: Path, started: float) -> dict:
 
 
 def prepare_data(cfg: DictConfig, datamodule) -> None:
-    """Build the data (once, under a lock shared by runs with the same cache_dir), load the splits and
-    refuse empty or wrongly truncated ones."""
-    try:
-        if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # Lightning prepares data on local rank 0 only
-            with preparation_lock(cfg.cache_dir):
-                datamodule.prepare_data()  # idempotent: fit's own call then finds it done
-        datamodule.setup("fit")
-    except PermissionError as exc:
-        raise ConfigError(
-            f"cannot write {exc.filename}: {exc.strerror}. Data preparation writes tokenised caches to "
-            f"cache_dir={cfg.cache_dir} and generated data under data_dir={cfg.data_dir}; point cache_dir "
-            f"(and, for generated data, data.generated_path) at a writable folder"
-        ) from exc
+    """Build the data (the data module does it once, under a lock shared by runs with the same
+    cache_dir), load the splits and refuse empty or wrongly truncated ones."""
+    datamodule.setup("fit")
     datamodule.check_splits()
 
 

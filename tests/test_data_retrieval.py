@@ -75,7 +75,7 @@ def test_missing_release_names_path_and_download(tmp_path):
 def test_cache_is_keyed_by_max_len(tmp_path):
     write_aan(tmp_path)
     a, b = module(tmp_path, tmp_path / "cache", max_len=10), module(tmp_path, tmp_path / "cache", max_len=20)
-    assert a._cache_path() != b._cache_path()
+    assert a.cache_path(a.path) != b.cache_path(b.path)
     a.setup()
     assert max(len(a.splits["train"][i]["input_ids2"]) for i in range(5)) == 10
     again = module(tmp_path, tmp_path / "cache", max_len=10)
