@@ -9,7 +9,6 @@ docs/tasks.md ("Adding a task") walks through the same example.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +132,22 @@ def test_a_failed_build_leaves_no_cache(tmp_path):
     assert leftovers == []  # neither a cache nor a partial one
     with pytest.raises(FileNotFoundError, match="no train.tsv"):
         module(tmp_path / "nowhere").setup()
+
+
+def test_trains_through_the_real_run(tmp_path):
+    from lra.train import train
+    from tests.run_helpers import compose_run
+
+    write_parity(tmp_path / "data" / "parity")
+    conf = task_config(tmp_path / "conf")
+    cfg = compose_run(
+        f"hydra.searchpath=[file://{conf}]",
+        "task=parity",
+        f"data_dir={tmp_path / 'data'}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    )
+    record = train(cfg, tmp_path / "run")
+    assert record.status == "completed" and record.task == "parity"
+    assert record.metrics["global_step"] == 6 and record.metrics["test_acc"] is not None
+    assert record.data["splits"]["train"]["examples"] == 48
