@@ -37,7 +37,6 @@ class ReleaseOrGenerated(LRADataModule):
     def __init__(
         self,
         *,
-        path: str | Path,
         generated_path: str | Path,
         source: str = "auto",
         workers: int | None = None,
@@ -47,7 +46,6 @@ class ReleaseOrGenerated(LRADataModule):
         super().__init__(**base)
         if source not in SOURCES:
             raise ConfigError(f"data.source={source!r} must be one of {'|'.join(SOURCES)}")
-        self.path = Path(path)
         self.generated_path = Path(generated_path)
         self.source = source
         self.workers = workers

@@ -145,7 +145,6 @@ class HFDataModule(LRADataModule):
     def __init__(
         self,
         *,
-        path: str | Path,
         dataset_name: str,
         val_split: str,
         source: str = "auto",
@@ -156,7 +155,6 @@ class HFDataModule(LRADataModule):
         super().__init__(**base)
         if val_split not in self.val_splits:
             raise ValueError(f"data.val_split={val_split!r} must be one of {'|'.join(self.val_splits)}")
-        self.path = Path(path)
         self.source = source
         self.dataset_name = dataset_name
         self.val_split = val_split

@@ -58,6 +58,7 @@ class LRADataModule(LightningDataModule):
     def __init__(
         self,
         *,
+        path: str | Path,
         cache_dir: str | Path,
         strict: bool = True,
         batch_size: int = 32,
@@ -70,8 +71,9 @@ class LRADataModule(LightningDataModule):
         super().__init__()
         if batching not in BATCHINGS:
             raise ConfigError(f"data.batching={batching!r} must be one of {'|'.join(BATCHINGS)}")
-        self.cache_dir = Path(cache_dir)
-        self.strict = strict
+        self.path = Path(path)  # where the task's data is read from (data.path)
+        self.cache_dir = Path(cache_dir)  # where its caches are built (cache_dir)
+        self.strict = strict  # false: malformed rows are skipped and counted, not an error
         self.batching = batching
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size

@@ -16,7 +16,7 @@ import numpy as np
 
 from data._arrays import ArrayDataset, ArrayWriter, load_arrays
 from data._hf import HFDataModule
-from lra.errors import DataFormatError
+from lra.errors import DataFormatError, malformed_row
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,7 @@ class ImageDataModule(HFDataModule):
                     pixels.append(to_gray(img))
                     labels.append(int(label))
                 except (ValueError, OSError) as exc:  # OSError: PIL cannot decode the bytes
-                    if self.strict:
-                        raise DataFormatError(
-                            f"{where} row {row}: {exc} (data.strict=false skips it)"
-                        ) from None
+                    malformed_row(f"{where} row {row}", exc, self.strict)
                     skipped += 1
                 row += 1
             if pixels:

@@ -13,7 +13,7 @@ import numpy as np
 from data._generated import ReleaseOrGenerated
 from data.cache import RaggedDataset, atomic_write_text, file_signature, load_ragged_dataset, save_ragged
 from data.listops_generator import SPLIT_FILES, ListOpsSpec, generate_listops
-from lra.errors import DataFormatError
+from lra.errors import DataFormatError, malformed_row
 
 __all__ = ["DataFormatError", "ListOpsDataModule", "read_listops_tsv", "tokenize"]
 
@@ -95,10 +95,7 @@ def read_listops_tsv(
                     continue
                 ids, label = parse_row(line, vocab, closing_brackets)
             except ValueError as exc:
-                if strict:
-                    raise DataFormatError(
-                        f"{path}:{lineno}: {exc} (data.strict=false skips such rows)"
-                    ) from None
+                malformed_row(f"{path}:{lineno}", exc, strict)
                 skipped += 1
                 continue
             flat.extend(ids)

@@ -23,7 +23,7 @@ from data._arrays import ArrayDataset, ArrayWriter, load_arrays, split_indices
 from data._generated import ReleaseOrGenerated
 from data.cache import file_signature, tree_signature
 from data.pathfinder_generator import DIFFICULTIES, PathfinderSpec, generate_pathfinder, spec_for
-from lra.errors import DataFormatError
+from lra.errors import DataFormatError, malformed_row
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,7 @@ def read_metadata(root: Path, strict: bool = True) -> tuple[list[tuple[str, int,
                     if label not in (0, 1):
                         raise ValueError(f"label {label} is not 0 or 1")
                 except ValueError as exc:
-                    if strict:
-                        raise DataFormatError(
-                            f"{meta}:{lineno}: {exc} (data.strict=false skips such rows)"
-                        ) from None
+                    malformed_row(f"{meta}:{lineno}", exc, strict)
                     skipped += 1
                     continue
                 entries.append((str(root / fields[0] / fields[1]), label, f"{meta}:{lineno}"))

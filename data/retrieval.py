@@ -17,7 +17,7 @@ import numpy as np
 
 from data.base import LRADataModule
 from data.cache import file_signature, load_ragged_dataset, save_ragged
-from lra.errors import DataFormatError
+from lra.errors import malformed_row
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,7 @@ def read_aan_tsv(path: Path, max_len: int | None, strict: bool = True) -> tuple[
                     )
                 label = parse_label(cols[0])
             except ValueError as exc:
-                if strict:
-                    raise DataFormatError(
-                        f"{path}:{lineno}: {exc} (data.strict=false skips such rows)"
-                    ) from None
+                malformed_row(f"{path}:{lineno}", exc, strict)
                 skipped += 1
                 continue
             for doc, offs, text in zip(docs, offsets, cols[3:], strict=True):
@@ -83,9 +80,8 @@ class RetrievalDataModule(LRADataModule):
     vocab_size = 256
     cache_folder = "retrieval"
 
-    def __init__(self, *, path: str | Path, max_len: int = 4000, **base):
+    def __init__(self, *, max_len: int = 4000, **base):
         super().__init__(**base)
-        self.path = Path(path)
         self.max_len = max_len
 
     def resolve_source(self) -> Path:

@@ -16,7 +16,7 @@ from torch.utils.data import Subset
 
 from data._hf import HFDataModule
 from data.cache import load_ragged_dataset, save_ragged
-from lra.errors import DataFormatError
+from lra.errors import DataFormatError, malformed_row
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ def check_examples(
         elif isinstance(y, bool) or not isinstance(y, (int, np.integer)) or not 0 <= y < num_classes:
             problem = f"label {y!r} is not a class in 0..{num_classes - 1}"
         if problem:
-            if strict:
-                raise DataFormatError(f"{where} row {i}: {problem} (data.strict=false skips such rows)")
+            malformed_row(f"{where} row {i}", problem, strict)
             skipped += 1
             continue
         keep_t.append(t)

@@ -28,9 +28,8 @@ class ParityDataModule(LRADataModule):
     vocab_size = 2
     cache_folder = "parity"
 
-    def __init__(self, *, path: str | Path, max_len: int = 64, **base):
+    def __init__(self, *, max_len: int = 64, **base):
         super().__init__(**base)
-        self.path = Path(path)
         self.max_len = max_len
 
     def resolve_source(self) -> Path:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from pytorch_lightning import Callback
 
+from lra.metrics import logged_name
+
 
 def real_tokens(batch) -> torch.Tensor:
     """Unpadded tokens in a batch (both documents for two-tower tasks), as a tensor on the batch's
@@ -74,7 +76,7 @@ class Throughput(Callback):
         # Steps/s costs nothing to log, so the progress bar gets it every step. Tokens/s needs the
         # token count on the host (a GPU sync), so only on the steps Lightning sends to the loggers.
         pl_module.log(
-            "speed/train_steps_per_s",
+            logged_name("train_steps_per_s"),
             self.train_steps / self.train_time,
             prog_bar=True,
             on_step=True,
@@ -82,7 +84,7 @@ class Throughput(Callback):
         )
         if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
             pl_module.log(
-                "speed/train_tokens_per_s",
+                logged_name("train_tokens_per_s"),
                 # this rank's tokens x ranks: an estimate; results.json gets the exact sum over ranks
                 float(self._train_tokens) * trainer.world_size / self.train_time,
                 prog_bar=True,
