@@ -173,7 +173,7 @@ class LRADataModule(LightningDataModule):
         if self.batching == "bucketed":
             batches = BucketBatchSampler(dataset_lengths(dataset), self.batch_size, seed=self.seed)
             return ResumableLoader(dataset, batch_sampler=batches, progress=self._batches_done, **common)
-        sampler = EpochSampler(len(dataset), self.seed)
+        sampler = EpochSampler(len(dataset), seed=self.seed)
         return ResumableLoader(dataset, sampler=sampler, progress=self._batches_done, **sized, **common)
 
     def _distributed(self) -> bool:

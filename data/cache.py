@@ -264,6 +264,7 @@ class RaggedDataset(Dataset):
         flat: np.ndarray,
         offsets: np.ndarray,
         labels: np.ndarray,
+        *,
         max_len: int | None = None,
         flat2: np.ndarray | None = None,
         offsets2: np.ndarray | None = None,

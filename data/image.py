@@ -106,6 +106,6 @@ class ImageDataModule(HFDataModule):
             fit, val = self.held_out(n_train)
         test = np.arange(n_train, len(labels))
         return {
-            name: ArrayDataset(images, labels, idx, content=meta["content"])
+            name: ArrayDataset(images, labels, indices=idx, content=meta["content"])
             for name, idx in (("train", fit), ("val", val), ("test", test))
         }

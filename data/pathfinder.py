@@ -202,6 +202,6 @@ class PathfinderDataModule(ReleaseOrGenerated):
         images, labels, meta = load_arrays(cache)
         parts = split_indices(len(labels), SPLIT_FRACTIONS, self.split_seed)
         return {
-            name: ArrayDataset(images, labels, idx, content=meta["content"])
+            name: ArrayDataset(images, labels, indices=idx, content=meta["content"])
             for name, idx in zip(("train", "val", "test"), parts, strict=True)
         }

@@ -43,7 +43,7 @@ def test_splits_two_documents_and_truncation(tmp_path):
     assert set(batch) == {"input_ids", "mask", "input_ids2", "mask2", "label"}
     assert batch["input_ids"].shape[1] == 30 and batch["input_ids2"].shape[1] == 30
     assert decode(dm.splits["train"][2]["input_ids"]) == aan_text(2, 1).encode()[:30].decode()
-    model = LRATransformer(256, 2, 30, SoftmaxAttention, dim=16, two_towers=True).eval()
+    model = LRATransformer(256, 2, 30, attention=SoftmaxAttention, dim=16, two_towers=True).eval()
     assert model(**{k: v for k, v in batch.items() if k != "label"}).shape == (4, 2)
 
 

@@ -26,11 +26,7 @@ class ParityDataModule(LRADataModule):
 
     num_classes = 2
     vocab_size = 2
-    cache_folder = "parity"
-
-    def __init__(self, *, max_len: int = 64, **base):
-        super().__init__(**base)
-        self.max_len = max_len
+    cache_folder = "parity"  # its caches: <cache_dir>/parity/<hash of cache_key>/
 
     def resolve_source(self) -> Path:
         missing = [s for s in SPLITS if not (self.path / f"{s}.tsv").is_file()]
@@ -53,7 +49,7 @@ class ParityDataModule(LRADataModule):
         return {"path": str(source), "counts": counts}
 
     def load(self, cache: Path) -> dict:
-        return {s: load_ragged_dataset(cache / f"{s}.npz", self.max_len) for s in SPLITS}
+        return {s: load_ragged_dataset(cache / f"{s}.npz") for s in SPLITS}
 
     def source_info(self) -> dict:
         return {"source": "release", "path": str(self.path), "generator": None}
@@ -68,7 +64,6 @@ data:
   _target_: tests.test_task_template.ParityDataModule
   path: ${data_dir}/parity
   cache_dir: ${cache_dir}
-  max_len: ${model.max_len}
   batch_size: 8
   seed: ${seed}
 model:
