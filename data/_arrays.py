@@ -95,6 +95,7 @@ class ArrayDataset(Dataset):
         self,
         images: np.ndarray,
         labels: np.ndarray,
+        *,
         indices: np.ndarray | None = None,
         content: str | None = None,
     ):

@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from data._arrays import split_indices
+from data.base import LRADataModule
 from data.cache import file_signature
 from lra.errors import ConfigError
 
@@ -132,3 +134,44 @@ def source_info(kind: str | None, name: str, path: Path) -> dict:
     if kind is None:
         return {"source": None, "path": None, "generator": None}
     return {"source": kind, "path": str(path) if kind == "local" else f"hf:{name}", "generator": None}
+
+
+class HFDataModule(LRADataModule):
+    """A task read through HF ``datasets``: a local copy at ``path`` (save_to_disk folder or parquet)
+    or the Hub (``source``: auto | local | hub). The resolved source is ``(kind, identity)``."""
+
+    val_splits: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        dataset_name: str,
+        val_split: str,
+        source: str = "auto",
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        **base,
+    ):
+        super().__init__(**base)
+        if val_split not in self.val_splits:
+            raise ValueError(f"data.val_split={val_split!r} must be one of {'|'.join(self.val_splits)}")
+        self.source = source
+        self.dataset_name = dataset_name
+        self.val_split = val_split
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+
+    def resolve_source(self) -> tuple[str, dict]:
+        return resolve(self.dataset_name, self.path, self.source)
+
+    def load_dataset(self, source: tuple[str, dict], splits: tuple[str, ...] = ("train", "test")):
+        """The ``DatasetDict`` of the resolved source and where it came from (for messages)."""
+        return load_splits(self.dataset_name, self.path, source[0], splits)
+
+    def held_out(self, n: int):
+        """Seeded (fit, validation) indices of ``n`` training examples (``val_fraction`` held out)."""
+        return split_indices(n, (1 - self.val_fraction, self.val_fraction), self.split_seed)
+
+    def source_info(self) -> dict:
+        kind = self.resolved_source[0] if self.resolved_source is not None else None
+        return source_info(kind, self.dataset_name, self.path)

@@ -1,24 +1,48 @@
+"""The data-module template every LRA task fills in.
+
+:class:`LRADataModule` owns the plumbing: the preparation lock (runs of a parallel sweep, and the ranks
+of a DDP run, build the data once), the atomic cache directory (built under a temporary name and
+renamed into place, so an interrupted build is never reused), the marker of a complete cache, ``setup``
+and the loaders. A task implements only what is its own:
+
+- :meth:`~LRADataModule.resolve_source`: where the data comes from (may generate it; runs under the
+  lock);
+- :meth:`~LRADataModule.cache_key`: what the cache depends on (source signature and settings);
+- :meth:`~LRADataModule.build`: write the cache into a temporary folder; returns what was read;
+- :meth:`~LRADataModule.load`: the splits from a built cache;
+- :meth:`~LRADataModule.source_info`: where the data came from, for results.json.
+
+docs/tasks.md ("Adding a task") walks through one; ``tests/test_task_template.py`` defines a task in
+its own test file and trains on it.
+"""
+
 from __future__ import annotations
 
 import hashlib
+import json
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from data.cache import AtomicDirectory, atomic_write_text, fingerprint, preparation_lock
 from data.collate import pad_collate
 from data.resumable import EpochSampler, ResumableLoader
 from data.sampling import BATCHINGS, BucketBatchSampler, length_sorted_batches
 from lra.errors import ConfigError, DataFormatError
 
 SPLITS = ("train", "val", "test")
+# Written last into every cache, from what build() returned: its presence marks a complete cache.
+# (Ragged caches built before the template existed wrote it last as well, so they are still used.)
+COMPLETE_MARKER = "source.json"
 
 
 class LRADataModule(LightningDataModule):
-    """Shared loader plumbing. Subclasses build caches in ``prepare_data`` and fill
-    ``self.splits`` ({"train", "val", "test"} -> Dataset) in ``setup``, and describe where the data
-    came from in :meth:`source_info`.
+    """Shared preparation and loader plumbing; subclasses fill in the task's hooks (module docstring).
 
     Evaluation loaders never drop or shuffle examples, so accuracy is over the whole split. The
     training loader is resumable (see ``data/resumable.py``) on one device.
@@ -28,9 +52,15 @@ class LRADataModule(LightningDataModule):
     # ``max_len`` would keep a label that no longer matches it, so truncation is refused unless
     # ``allow_truncation``.
     truncation_changes_answer = False
+    # The cache's folder under ``cache_dir`` (a property where it depends on settings).
+    cache_folder = "task"
 
     def __init__(
         self,
+        *,
+        path: str | Path,
+        cache_dir: str | Path,
+        strict: bool = True,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int | None = 0,
@@ -41,6 +71,9 @@ class LRADataModule(LightningDataModule):
         super().__init__()
         if batching not in BATCHINGS:
             raise ConfigError(f"data.batching={batching!r} must be one of {'|'.join(BATCHINGS)}")
+        self.path = Path(path)  # where the task's data is read from (data.path)
+        self.cache_dir = Path(cache_dir)  # where its caches are built (cache_dir)
+        self.strict = strict  # false: malformed rows are skipped and counted, not an error
         self.batching = batching
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -49,6 +82,69 @@ class LRADataModule(LightningDataModule):
         self.seed = seed
         self.allow_truncation = True
         self.splits: dict[str, Dataset] = {}
+        self.resolved_source: Any = None  # what resolve_source() returned, once prepared
+
+    # -- what a task implements ----------------------------------------------------------------------
+    def resolve_source(self) -> Any:
+        """Where the data comes from (a folder, a dataset identity), generating it first if needed.
+        Runs under the preparation lock and :meth:`source_lock`; raise FileNotFoundError naming what
+        is missing and how to get it."""
+        return None
+
+    def source_lock(self) -> AbstractContextManager:
+        """A lock on the source itself, held while it is resolved and read (generated folders are
+        shared by runs with different cache_dirs)."""
+        return nullcontext()
+
+    def cache_key(self, source: Any) -> list:
+        """JSON-able parts the cache depends on: the source's signature and every setting that changes
+        the arrays. Their hash names the cache folder."""
+        raise NotImplementedError
+
+    def build(self, source: Any, out: Path) -> dict:
+        """Write the cache into ``out`` (a temporary folder, renamed into place when this returns);
+        returns what was read (source, counts, skipped rows) for the cache's ``source.json``."""
+        raise NotImplementedError
+
+    def load(self, cache: Path) -> dict[str, Dataset]:
+        """``{"train", "val", "test"} -> Dataset`` from a complete cache."""
+        raise NotImplementedError
+
+    def source_info(self) -> dict:
+        """``{"source": kind, "path": ..., "generator": settings or None}`` of the data read."""
+        return {"source": None, "path": None, "generator": None}
+
+    # -- the template ---------------------------------------------------------------------------------
+    def cache_path(self, source: Any) -> Path:
+        return self.cache_dir / self.cache_folder / fingerprint(*self.cache_key(source))
+
+    def prepare_data(self) -> None:
+        """Build the cache once: under the lock, later callers (other runs, other ranks) find it built."""
+        self._prepared()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.splits = dict(self.load(self._prepared()))
+
+    def _prepared(self) -> Path:
+        try:
+            with preparation_lock(self.cache_dir), self.source_lock():
+                source = self.resolve_source()
+                cache = self.cache_path(source)
+                if not (cache / COMPLETE_MARKER).is_file():
+                    with AtomicDirectory(cache) as tmp:
+                        report = self.build(source, tmp)
+                        atomic_write_text(tmp / COMPLETE_MARKER, json.dumps(report, indent=1) + "\n")
+        except PermissionError as exc:
+            generated = getattr(self, "generated_path", None)
+            also = f" (and generated data to data.generated_path={generated})" if generated else ""
+            raise ConfigError(
+                f"cannot write {exc.filename}: {exc.strerror}. Data preparation writes caches to "
+                f"cache_dir={self.cache_dir}{also}; point them at a writable folder"
+            ) from exc
+        self.resolved_source = source
+        return cache
 
     # -- loaders --------------------------------------------------------------------------------
     def _loader(self, split: str, train: bool) -> DataLoader:
@@ -80,7 +176,7 @@ class LRADataModule(LightningDataModule):
         if self.batching == "bucketed":
             batches = BucketBatchSampler(dataset_lengths(dataset), self.batch_size, seed=self.seed)
             return ResumableLoader(dataset, batch_sampler=batches, progress=self._batches_done, **common)
-        sampler = EpochSampler(len(dataset), self.seed)
+        sampler = EpochSampler(len(dataset), seed=self.seed)
         return ResumableLoader(dataset, sampler=sampler, progress=self._batches_done, **sized, **common)
 
     def _distributed(self) -> bool:
@@ -104,10 +200,6 @@ class LRADataModule(LightningDataModule):
         return self._loader("test", train=False)
 
     # -- what the run trained on -------------------------------------------------------------------
-    def source_info(self) -> dict:
-        """``{"source": kind, "path": ..., "generator": settings or None}``; subclasses fill it."""
-        return {"source": None, "path": None, "generator": None}
-
     def split_report(self) -> dict[str, dict[str, int]]:
         """Per split: examples, and how many are longer than the model sees (truncated)."""
         return {

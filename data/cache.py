@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,21 @@ def preparation_lock(cache_dir: str | Path) -> Iterator[None]:
         yield
 
 
+SPEC_FILE = "generation.json"  # a generated folder's settings
+
+
+def read_spec(out_dir: Path, spec_type: type):
+    """The settings a generated folder was made with (``generation.json``), or None."""
+    meta = Path(out_dir) / SPEC_FILE
+    if not meta.exists():
+        return None
+    return spec_type(**json.loads(meta.read_text()))
+
+
+def write_spec(out_dir: Path, spec) -> None:
+    (Path(out_dir) / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2) + "\n")
+
+
 @contextmanager
 def generation_lock(out_dir: Path) -> Iterator[None]:
     """Lock a generated-data folder (``<parent>/.<name>.lock``): runs that share ``data_dir`` but not
@@ -222,6 +238,20 @@ def load_ragged(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def load_ragged_dataset(path: Path, max_len: int | None = None) -> RaggedDataset:
+    """A :class:`RaggedDataset` of one cached split (both documents where the cache holds two)."""
+    z = load_ragged(path)
+    return RaggedDataset(
+        z["flat"],
+        z["offsets"],
+        z["labels"],
+        max_len=max_len,
+        flat2=z.get("flat2"),
+        offsets2=z.get("offsets2"),
+        truncated=z.get("truncated"),
+    )
+
+
 class RaggedDataset(Dataset):
     """Examples from flat token arrays; ``max_len`` truncates (the release caps lengths per task).
 
@@ -234,6 +264,7 @@ class RaggedDataset(Dataset):
         flat: np.ndarray,
         offsets: np.ndarray,
         labels: np.ndarray,
+        *,
         max_len: int | None = None,
         flat2: np.ndarray | None = None,
         offsets2: np.ndarray | None = None,

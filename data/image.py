@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data import _hf
-from data._arrays import ArrayDataset, ArrayWriter, load_arrays, split_indices
-from data.base import LRADataModule
-from data.cache import AtomicDirectory, fingerprint
-from lra.errors import DataFormatError
+from data._arrays import ArrayDataset, ArrayWriter, load_arrays
+from data._hf import HFDataModule
+from lra.errors import DataFormatError, malformed_row
 
 log = logging.getLogger(__name__)
 
@@ -44,59 +42,36 @@ def to_gray(img) -> np.ndarray:
     return gray.reshape(-1)
 
 
-class ImageDataModule(LRADataModule):
+class ImageDataModule(HFDataModule):
     """CIFAR-10 from a local copy at ``path`` (save_to_disk folder or parquet) or the HF Hub."""
 
     num_classes = 10
     vocab_size = 256
+    cache_folder = "image"
+    val_splits = VAL_SPLITS
 
     def __init__(
-        self,
-        path: str,
-        cache_dir: str,
-        source: str = "auto",
-        dataset_name: str = "cifar10",
-        max_len: int = SIDE * SIDE,
-        val_split: str = "last",
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        strict: bool = True,
-        **loader,
+        self, *, dataset_name: str = "cifar10", max_len: int = SIDE * SIDE, val_split: str = "last", **base
     ):
-        super().__init__(**loader)
-        if val_split not in VAL_SPLITS:
-            raise ValueError(f"data.val_split={val_split!r} must be one of {'|'.join(VAL_SPLITS)}")
         if max_len < SIDE * SIDE:
             raise ValueError(f"model.max_len={max_len} is shorter than one image ({SIDE * SIDE} pixels)")
-        self.path = Path(path)
-        self.cache_dir = Path(cache_dir)
-        self.source = source
-        self.dataset_name = dataset_name
-        self.val_split = val_split
-        self.val_fraction = val_fraction
-        self.split_seed = split_seed
-        self.strict = strict
-        self._kind: str | None = None
+        super().__init__(dataset_name=dataset_name, val_split=val_split, **base)
 
-    def _cache_path(self) -> tuple[Path, str]:
-        kind, identity = _hf.resolve(self.dataset_name, self.path, self.source)
-        return self.cache_dir / "image" / fingerprint(identity, DECODER, self.strict), kind
+    def cache_key(self, source: tuple[str, dict]) -> list:
+        return [source[1], DECODER, self.strict]
 
-    def prepare_data(self) -> None:
-        cache, kind = self._cache_path()
-        if (cache / "meta.json").exists():
-            return
-        ds, where = _hf.load_splits(self.dataset_name, self.path, kind, ("train", "test"))
+    def build(self, source: tuple[str, dict], out: Path) -> dict:
+        ds, where = self.load_dataset(source)
         counts, skipped = {}, {}
-        with AtomicDirectory(cache) as tmp:
-            writer = ArrayWriter(tmp, len(ds["train"]) + len(ds["test"]), SIDE * SIDE)
-            for split in ("train", "test"):  # train rows first, then test rows
-                before = writer.n
-                skipped[split] = self._decode_split(ds[split], f"{where} [{split}]", writer)
-                counts[split] = writer.n - before
-            writer.close(source=where, counts=counts, skipped=skipped, decoder=DECODER)
+        writer = ArrayWriter(out, len(ds["train"]) + len(ds["test"]), SIDE * SIDE)
+        for split in ("train", "test"):  # train rows first, then test rows
+            before = writer.n
+            skipped[split] = self._decode_split(ds[split], f"{where} [{split}]", writer)
+            counts[split] = writer.n - before
+        writer.close(source=where, counts=counts, skipped=skipped, decoder=DECODER)
         if any(skipped.values()):
             log.warning("image: skipped unreadable examples %s", skipped)
+        return {"source": where, "counts": counts, "skipped": skipped}
 
     def _decode_split(self, split, where: str, writer: ArrayWriter) -> int:
         column = next((c for c in IMAGE_COLUMNS if c in split.column_names), None)
@@ -114,33 +89,23 @@ class ImageDataModule(LRADataModule):
                     pixels.append(to_gray(img))
                     labels.append(int(label))
                 except (ValueError, OSError) as exc:  # OSError: PIL cannot decode the bytes
-                    if self.strict:
-                        raise DataFormatError(
-                            f"{where} row {row}: {exc} (data.strict=false skips it)"
-                        ) from None
+                    malformed_row(f"{where} row {row}", exc, self.strict)
                     skipped += 1
                 row += 1
             if pixels:
                 writer.append(np.stack(pixels), np.asarray(labels))
         return skipped
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        cache, self._kind = self._cache_path()
-        if not (cache / "meta.json").exists():
-            self.prepare_data()
+    def load(self, cache: Path) -> dict[str, ArrayDataset]:
         images, labels, meta = load_arrays(cache)
         n_train = meta["counts"]["train"]
         n_val = int(round(self.val_fraction * n_train))
         if self.val_split == "last":
             fit, val = np.arange(n_train - n_val), np.arange(n_train - n_val, n_train)
         else:
-            fit, val = split_indices(n_train, (1 - self.val_fraction, self.val_fraction), self.split_seed)
-        content = meta["content"]
-        self.splits["train"] = ArrayDataset(images, labels, fit, content=content)
-        self.splits["val"] = ArrayDataset(images, labels, val, content=content)
-        self.splits["test"] = ArrayDataset(images, labels, np.arange(n_train, len(labels)), content=content)
-
-    def source_info(self) -> dict:
-        return _hf.source_info(self._kind, self.dataset_name, self.path)
+            fit, val = self.held_out(n_train)
+        test = np.arange(n_train, len(labels))
+        return {
+            name: ArrayDataset(images, labels, indices=idx, content=meta["content"])
+            for name, idx in (("train", fit), ("val", val), ("test", test))
+        }

@@ -5,24 +5,15 @@ from __future__ import annotations
 import array
 import json
 import logging
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from data.base import LRADataModule
-from data.cache import (
-    RaggedDataset,
-    atomic_write_text,
-    file_signature,
-    fingerprint,
-    generation_lock,
-    load_ragged,
-    save_ragged,
-)
-from data.listops_generator import SPLIT_FILES, ListOpsSpec, generate_listops, read_spec
-from lra.errors import DataFormatError
+from data._generated import ReleaseOrGenerated
+from data.cache import RaggedDataset, atomic_write_text, file_signature, load_ragged_dataset, save_ragged
+from data.listops_generator import SPLIT_FILES, ListOpsSpec, generate_listops
+from lra.errors import DataFormatError, malformed_row
 
 __all__ = ["DataFormatError", "ListOpsDataModule", "read_listops_tsv", "tokenize"]
 
@@ -30,7 +21,6 @@ log = logging.getLogger(__name__)
 
 PAD = "<pad>"
 VOCAB = [PAD, "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "[MIN", "[MAX", "[MED", "[SM", "]"]
-SOURCES = ("auto", "release", "generate")
 HEADER = ["Source", "Target"]
 
 
@@ -105,10 +95,7 @@ def read_listops_tsv(
                     continue
                 ids, label = parse_row(line, vocab, closing_brackets)
             except ValueError as exc:
-                if strict:
-                    raise DataFormatError(
-                        f"{path}:{lineno}: {exc} (data.strict=false skips such rows)"
-                    ) from None
+                malformed_row(f"{path}:{lineno}", exc, strict)
                 skipped += 1
                 continue
             flat.extend(ids)
@@ -122,7 +109,7 @@ def read_listops_tsv(
     )
 
 
-class ListOpsDataModule(LRADataModule):
+class ListOpsDataModule(ReleaseOrGenerated):
     """ListOps with ``source``: ``release`` (read ``path``), ``generate`` (write the same format to
     ``generated_path`` with the LRA recipe, then read it) or ``auto`` (the release when its files are
     there, generated data when none is; a release with some files missing is an error, never a
@@ -130,119 +117,66 @@ class ListOpsDataModule(LRADataModule):
 
     num_classes = 10
     truncation_changes_answer = True  # a cut expression keeps the label of the whole one
+    cache_folder = "listops"
+    release_files = tuple(SPLIT_FILES.values())
+    spec_type = ListOpsSpec
+    title = "ListOps"
 
     def __init__(
         self,
-        path: str,
-        generated_path: str,
-        cache_dir: str,
-        source: str = "auto",
+        *,
         max_len: int = 2000,
         generate: dict | None = None,
-        workers: int | None = None,
-        strict: bool = True,
         allow_truncation: bool = False,
         closing_brackets: bool = False,
-        **loader,
+        **base,
     ):
-        super().__init__(**loader)
+        super().__init__(spec=ListOpsSpec(**(generate or {})), **base)
         self.closing_brackets = bool(closing_brackets)
-        if source not in SOURCES:
-            raise ValueError(f"data.source={source!r} must be one of {'|'.join(SOURCES)}")
-        self.path = Path(path)
-        self.generated_path = Path(generated_path)
-        self.cache_dir = Path(cache_dir)
-        self.source = source
         self.max_len = max_len
-        self.spec = ListOpsSpec(**(generate or {}))
-        self.workers = workers
-        self.strict = strict
         self.allow_truncation = allow_truncation
         self.vocab = {tok: i for i, tok in enumerate(VOCAB)}
-        self._source_dir: Path | None = None
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
-    def _missing_release_files(self) -> list[str]:
-        return [f for f in SPLIT_FILES.values() if not (self.path / f).is_file()]
-
-    def uses_release(self) -> bool:
-        """Whether the release is read (else generated data); raises when it should be read but is
-        absent or incomplete."""
-        missing = self._missing_release_files()
-        if self.source == "generate" or (self.source == "auto" and len(missing) == len(SPLIT_FILES)):
-            return False
-        if missing:
-            incomplete = len(missing) < len(SPLIT_FILES)
-            what = "is incomplete, missing" if incomplete else "was not found:"
-            raise FileNotFoundError(
-                f"ListOps release {what} {', '.join(str(self.path / f) for f in missing)} (data.path). "
-                f"Either download the LRA release and put listops-1000/ there (or set LRA_DATA to the "
-                f"release folder), or use data.source=generate to build the same distribution locally."
-            )
-        return True
-
-    def _lock(self):
-        # Generated files are locked where they are written: runs with different cache_dirs share them.
-        return nullcontext() if self.uses_release() else generation_lock(self.generated_path)
-
-    def resolve_source_dir(self) -> Path:
-        """Where the TSVs come from, generating them first if needed (call under :meth:`_lock`)."""
-        if self.uses_release():
-            return self.path
-        if read_spec(self.generated_path) != self.spec:
-            log.info("generating ListOps into %s", self.generated_path)
-            generate_listops(self.generated_path, self.spec, workers=self.workers)
-        return self.generated_path
-
-    def _cache_path(self, source_dir: Path) -> Path:
-        sig = [file_signature(source_dir / f) for f in SPLIT_FILES.values()]
-        lenient = ["strict=false"] if not self.strict else []  # skipped rows make a different cache
-        tokens = "with closing brackets" if self.closing_brackets else "LRA tokens (no brackets)"
+    def missing_release_message(self, missing: list[str]) -> str:
+        what = "is incomplete, missing" if len(missing) < len(SPLIT_FILES) else "was not found:"
         return (
-            self.cache_dir / "listops" / fingerprint(str(source_dir.resolve()), sig, VOCAB, tokens, *lenient)
+            f"ListOps release {what} {', '.join(str(self.path / f) for f in missing)} (data.path). "
+            f"Either download the LRA release and put listops-1000/ there (or set LRA_DATA to the "
+            f"release folder), or use data.source=generate to build the same distribution locally."
         )
 
-    def prepare_data(self) -> None:
-        with self._lock():
-            self._build_cache(self.resolve_source_dir())
+    def generate(self, out_dir: Path) -> None:
+        generate_listops(out_dir, self.spec, workers=self.workers)
 
-    def _build_cache(self, source_dir: Path) -> Path:
-        cache = self._cache_path(source_dir)
-        if all((cache / f"{s}.npz").exists() for s in SPLIT_FILES):
-            return cache
+    def _tokens(self) -> str:
+        return "with closing brackets" if self.closing_brackets else "LRA tokens (no brackets)"
+
+    def cache_key(self, source_dir: Path) -> list:
+        sig = [file_signature(source_dir / f) for f in SPLIT_FILES.values()]
+        lenient = ["strict=false"] if not self.strict else []  # skipped rows make a different cache
+        return [str(source_dir.resolve()), sig, VOCAB, self._tokens(), *lenient]
+
+    def build(self, source_dir: Path, out: Path) -> dict:
         skipped = {}
-        for split, fname in SPLIT_FILES.items():  # test last: its presence marks a complete cache
+        for split, fname in SPLIT_FILES.items():
             flat, offsets, labels, skipped[split] = read_listops_tsv(
                 source_dir / fname, self.vocab, self.strict, self.closing_brackets
             )
             if skipped[split]:
                 log.warning("listops: skipped %d malformed rows of %s", skipped[split], source_dir / fname)
-            save_ragged(cache / f"{split}.npz", flat=flat, offsets=offsets, labels=labels)
-        atomic_write_text(cache / "vocab.json", json.dumps(self.vocab, indent=1) + "\n")
+            save_ragged(out / f"{split}.npz", flat=flat, offsets=offsets, labels=labels)
+        atomic_write_text(out / "vocab.json", json.dumps(self.vocab, indent=1) + "\n")
         generated = source_dir == self.generated_path
         info = {"source_dir": str(source_dir), "generation": asdict(self.spec) if generated else None}
-        atomic_write_text(cache / "source.json", json.dumps({**info, "skipped": skipped}, indent=1) + "\n")
-        return cache
+        return {**info, "skipped": skipped}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        with self._lock():
-            source_dir = self.resolve_source_dir()
-            cache = self._build_cache(source_dir)
-        self._source_dir = source_dir
-        for split in SPLIT_FILES:
-            z = load_ragged(cache / f"{split}.npz")
-            self.splits[split] = RaggedDataset(z["flat"], z["offsets"], z["labels"], max_len=self.max_len)
+    def load(self, cache: Path) -> dict[str, RaggedDataset]:
+        return {split: load_ragged_dataset(cache / f"{split}.npz", self.max_len) for split in SPLIT_FILES}
 
     def source_info(self) -> dict:
-        generated = self._source_dir is not None and self._source_dir == self.generated_path
-        return {
-            "source": None if self._source_dir is None else ("generate" if generated else "release"),
-            "path": None if self._source_dir is None else str(self._source_dir),
-            "generator": asdict(self.spec) if generated else None,
-            "tokens": "with closing brackets" if self.closing_brackets else "LRA (no brackets)",
-        }
+        tokens = "with closing brackets" if self.closing_brackets else "LRA (no brackets)"
+        return {**super().source_info(), "tokens": tokens}

@@ -10,7 +10,6 @@ chunk order, so the output depends on the seed only, not on the number of worker
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import random
 import statistics
@@ -19,7 +18,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from data.cache import AtomicDirectory
+from data.cache import AtomicDirectory, write_spec
+from data.cache import read_spec as read_spec_file
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -140,15 +140,12 @@ def generate_listops(
     with AtomicDirectory(Path(out_dir)) as tmp:
         for split, (a, b) in bounds.items():
             write_tsv(tmp / SPLIT_FILES[split], examples[a:b])
-        (tmp / "generation.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+        write_spec(tmp, spec)
     return Path(out_dir)
 
 
 def read_spec(out_dir: Path) -> ListOpsSpec | None:
-    meta = Path(out_dir) / "generation.json"
-    if not meta.exists():
-        return None
-    return ListOpsSpec(**json.loads(meta.read_text()))
+    return read_spec_file(out_dir, ListOpsSpec)
 
 
 def main(argv: list[str] | None = None) -> None:

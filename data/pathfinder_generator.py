@@ -19,16 +19,16 @@ settings only, not on the number of worker processes or the order in which they 
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing as mp
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from data.cache import AtomicDirectory
+from data.cache import AtomicDirectory, write_spec
+from data.cache import read_spec as read_spec_file
 
 DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9, "curv_contour_length_14": 14}
 
@@ -294,7 +294,7 @@ def generate_pathfinder(
         (tmp / "metadata").mkdir()
         for batch, lines in sorted(rows.items()):
             (tmp / "metadata" / f"{batch}.npy").write_text("\n".join(lines) + "\n")
-        (tmp / "generation.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+        write_spec(tmp, spec)
     return Path(out_dir)
 
 
@@ -305,10 +305,7 @@ def _collect(rows: dict[int, list[str]], start: int, chunk_rows: list[str], spec
 
 
 def read_spec(out_dir: Path) -> PathfinderSpec | None:
-    meta = Path(out_dir) / "generation.json"
-    if not meta.exists():
-        return None
-    return PathfinderSpec(**json.loads(meta.read_text()))
+    return read_spec_file(out_dir, PathfinderSpec)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,7 @@ class EpochSampler(Sampler[int]):
     """A fresh permutation of ``range(n)`` per pass, drawn from (seed, pass number); the next pass can
     be made to start part-way through (``resume_at``)."""
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, *, seed: int):
         self.n, self.seed = n, seed
         self.epoch = -1  # the pass in progress (none yet)
         self._next_epoch, self._start = 0, 0

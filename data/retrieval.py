@@ -10,15 +10,14 @@ shared encoder and classifies ``[u, v, u*v, u-v]``: ``model.two_towers=true`` in
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from data.base import LRADataModule
-from data.cache import RaggedDataset, atomic_write_text, file_signature, fingerprint, load_ragged, save_ragged
-from lra.errors import DataFormatError
+from data.cache import file_signature, load_ragged_dataset, save_ragged
+from lra.errors import malformed_row
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +58,7 @@ def read_aan_tsv(path: Path, max_len: int | None, strict: bool = True) -> tuple[
                     )
                 label = parse_label(cols[0])
             except ValueError as exc:
-                if strict:
-                    raise DataFormatError(
-                        f"{path}:{lineno}: {exc} (data.strict=false skips such rows)"
-                    ) from None
+                malformed_row(f"{path}:{lineno}", exc, strict)
                 skipped += 1
                 continue
             for doc, offs, text in zip(docs, offsets, cols[3:], strict=True):
@@ -82,15 +78,13 @@ class RetrievalDataModule(LRADataModule):
 
     num_classes = 2
     vocab_size = 256
+    cache_folder = "retrieval"
 
-    def __init__(self, path: str, cache_dir: str, max_len: int = 4000, strict: bool = True, **loader):
-        super().__init__(**loader)
-        self.path = Path(path)
-        self.cache_dir = Path(cache_dir)
+    def __init__(self, *, max_len: int = 4000, **base):
+        super().__init__(**base)
         self.max_len = max_len
-        self.strict = strict
 
-    def _check_present(self) -> None:
+    def resolve_source(self) -> Path:
         for fname in SPLIT_FILES.values():
             if not (self.path / fname).is_file():
                 raise FileNotFoundError(
@@ -98,24 +92,20 @@ class RetrievalDataModule(LRADataModule):
                     f"({RELEASE_URL}), unpack it and set data_dir (or LRA_DATA) to the folder that holds "
                     f"tsv_data/, or point data.path at the tsv_data folder itself."
                 )
+        return self.path
 
-    def _cache_path(self) -> Path:
-        self._check_present()
-        sig = [file_signature(self.path / f) for f in SPLIT_FILES.values()]
-        key = fingerprint(str(self.path.resolve()), sig, TOKENIZER, self.max_len, self.strict)
-        return self.cache_dir / "retrieval" / key
+    def cache_key(self, source: Path) -> list:
+        sig = [file_signature(source / f) for f in SPLIT_FILES.values()]
+        return [str(source.resolve()), sig, TOKENIZER, self.max_len, self.strict]
 
-    def prepare_data(self) -> None:
-        cache = self._cache_path()
-        if (cache / "test.npz").exists():
-            return
+    def build(self, source: Path, out: Path) -> dict:
         report = {}
-        for split, fname in SPLIT_FILES.items():  # test last: its presence marks a complete cache
-            arrays, skipped = read_aan_tsv(self.path / fname, self.max_len, self.strict)
+        for split, fname in SPLIT_FILES.items():
+            arrays, skipped = read_aan_tsv(source / fname, self.max_len, self.strict)
             if skipped:
-                log.warning("retrieval: skipped %d malformed rows of %s", skipped, self.path / fname)
+                log.warning("retrieval: skipped %d malformed rows of %s", skipped, source / fname)
             save_ragged(
-                cache / f"{split}.npz",
+                out / f"{split}.npz",
                 flat=arrays["flat1"],
                 offsets=arrays["offsets1"],
                 labels=arrays["labels"],
@@ -124,27 +114,10 @@ class RetrievalDataModule(LRADataModule):
                 truncated=arrays["truncated"],
             )
             report[split] = {"file": fname, "examples": len(arrays["labels"]), "skipped": skipped}
-        atomic_write_text(
-            cache / "source.json", json.dumps({"path": str(self.path), "splits": report}, indent=1)
-        )
+        return {"path": str(source), "splits": report}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        cache = self._cache_path()
-        if not (cache / "test.npz").exists():
-            self.prepare_data()
-        for split in SPLIT_FILES:
-            z = load_ragged(cache / f"{split}.npz")
-            self.splits[split] = RaggedDataset(
-                z["flat"],
-                z["offsets"],
-                z["labels"],
-                max_len=self.max_len,
-                flat2=z["flat2"],
-                offsets2=z["offsets2"],
-                truncated=z["truncated"],
-            )
+    def load(self, cache: Path) -> dict:
+        return {split: load_ragged_dataset(cache / f"{split}.npz", self.max_len) for split in SPLIT_FILES}
 
     def source_info(self) -> dict:
         return {"source": "release", "path": str(self.path), "generator": None}

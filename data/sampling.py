@@ -22,7 +22,7 @@ BATCHINGS = ("random", "bucketed")
 
 
 class BucketBatchSampler(Sampler[list[int]]):
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool_batches: int = 64):
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, pool_batches: int = 64):
         if batch_size < 1 or pool_batches < 1:
             raise ValueError("data.batch_size and the bucketing pool must be >= 1")
         self.lengths = torch.as_tensor(lengths, dtype=torch.long)

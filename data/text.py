@@ -8,18 +8,15 @@ masks come from lengths, never from values. The cache holds whole reviews; ``max
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Subset
 
-from data import _hf
-from data._arrays import split_indices
-from data.base import LRADataModule
-from data.cache import RaggedDataset, atomic_write_text, fingerprint, load_ragged, save_ragged
-from lra.errors import DataFormatError
+from data._hf import HFDataModule
+from data.cache import load_ragged_dataset, save_ragged
+from lra.errors import DataFormatError, malformed_row
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +46,7 @@ def check_examples(
         elif isinstance(y, bool) or not isinstance(y, (int, np.integer)) or not 0 <= y < num_classes:
             problem = f"label {y!r} is not a class in 0..{num_classes - 1}"
         if problem:
-            if strict:
-                raise DataFormatError(f"{where} row {i}: {problem} (data.strict=false skips such rows)")
+            malformed_row(f"{where} row {i}", problem, strict)
             skipped += 1
             continue
         keep_t.append(t)
@@ -58,50 +54,24 @@ def check_examples(
     return keep_t, keep_l, skipped
 
 
-class TextDataModule(LRADataModule):
+class TextDataModule(HFDataModule):
     """IMDB from a local copy at ``path`` (save_to_disk folder or parquet) or the HF Hub (``source``:
     auto | local | hub)."""
 
     num_classes = 2
     vocab_size = 256
+    cache_folder = "text"
+    val_splits = VAL_SPLITS
 
-    def __init__(
-        self,
-        path: str,
-        cache_dir: str,
-        source: str = "auto",
-        dataset_name: str = "imdb",
-        max_len: int = 4000,
-        val_split: str = "test",
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        strict: bool = True,
-        **loader,
-    ):
-        super().__init__(**loader)
-        if val_split not in VAL_SPLITS:
-            raise ValueError(f"data.val_split={val_split!r} must be one of {'|'.join(VAL_SPLITS)}")
-        self.path = Path(path)
-        self.cache_dir = Path(cache_dir)
-        self.source = source
-        self.dataset_name = dataset_name
+    def __init__(self, *, dataset_name: str = "imdb", max_len: int = 4000, val_split: str = "test", **base):
+        super().__init__(dataset_name=dataset_name, val_split=val_split, **base)
         self.max_len = max_len
-        self.val_split = val_split
-        self.val_fraction = val_fraction
-        self.split_seed = split_seed
-        self.strict = strict
-        self._kind: str | None = None
 
-    def _cache_path(self) -> tuple[Path, str]:
-        kind, identity = _hf.resolve(self.dataset_name, self.path, self.source)
-        key = fingerprint(identity, TOKENIZER, self.strict)
-        return self.cache_dir / "text" / key, kind
+    def cache_key(self, source: tuple[str, dict]) -> list:
+        return [source[1], TOKENIZER, self.strict]
 
-    def prepare_data(self) -> None:
-        cache, kind = self._cache_path()
-        if (cache / "test.npz").exists():
-            return
-        ds, where = _hf.load_splits(self.dataset_name, self.path, kind, ("train", "test"))
+    def build(self, source: tuple[str, dict], out: Path) -> dict:
+        ds, where = self.load_dataset(source)
         report = {}
         for split in ("train", "test"):
             for col in ("text", "label"):
@@ -113,28 +83,13 @@ class TextDataModule(LRADataModule):
             if skipped:
                 log.warning("text: skipped %d malformed rows of %s [%s]", skipped, where, split)
             flat, offsets = encode_bytes(texts)
-            # test.npz is written last: its presence marks a complete cache.
-            save_ragged(cache / f"{split}.npz", flat=flat, offsets=offsets, labels=labels)
+            save_ragged(out / f"{split}.npz", flat=flat, offsets=offsets, labels=labels)
             report[split] = {"examples": len(labels), "skipped": skipped}
-        atomic_write_text(cache / "source.json", json.dumps({"source": where, "splits": report}, indent=1))
+        return {"source": where, "splits": report}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        cache, self._kind = self._cache_path()
-        if not (cache / "test.npz").exists():
-            self.prepare_data()
-        train, test = (load_ragged(cache / f"{s}.npz") for s in ("train", "test"))
-        train_ds = RaggedDataset(train["flat"], train["offsets"], train["labels"], max_len=self.max_len)
-        test_ds = RaggedDataset(test["flat"], test["offsets"], test["labels"], max_len=self.max_len)
-        self.splits["test"] = test_ds
+    def load(self, cache: Path) -> dict:
+        train, test = (load_ragged_dataset(cache / f"{s}.npz", self.max_len) for s in ("train", "test"))
         if self.val_split == "test":
-            self.splits["train"], self.splits["val"] = train_ds, test_ds
-        else:
-            fit, val = split_indices(
-                len(train_ds), (1 - self.val_fraction, self.val_fraction), self.split_seed
-            )
-            self.splits["train"], self.splits["val"] = Subset(train_ds, fit), Subset(train_ds, val)
-
-    def source_info(self) -> dict:
-        return _hf.source_info(self._kind, self.dataset_name, self.path)
+            return {"train": train, "val": test, "test": test}
+        fit, val = self.held_out(len(train))
+        return {"train": Subset(train, fit), "val": Subset(train, val), "test": test}

@@ -62,4 +62,4 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
             log.exception("run failed")
             return None
         raise
-    return record["best_val_acc"]
+    return record.metrics["best_val_acc"]

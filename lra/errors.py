@@ -20,5 +20,12 @@ class DataFormatError(LRAError, ValueError):
     """Malformed or unusable input data; the message names the file (and line) or the split."""
 
 
+def malformed_row(where: str, problem: object, strict: bool) -> None:
+    """A malformed input row: a DataFormatError naming it (``file:line: what is wrong``) when
+    ``strict``; otherwise nothing, and the caller skips and counts the row."""
+    if strict:
+        raise DataFormatError(f"{where}: {problem} (data.strict=false skips such rows)") from None
+
+
 class CheckpointError(LRAError):
     """A checkpoint that cannot be read, resumed or written; the message names the file."""

@@ -10,6 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from lra.metrics import metrics
+
 
 def build_loggers(cfg_logger: DictConfig | None, save_dir: Path) -> list[Logger]:
     loggers: list[Logger] = []
@@ -40,8 +42,11 @@ def describe_run(loggers: list[Logger], config: DictConfig) -> None:
             exp = logger.experiment
             if hasattr(exp, "define_metric"):
                 # Keep Lightning's x-axis (trainer/global_step) for the metrics given summaries.
-                exp.define_metric("val/acc", step_metric="trainer/global_step", summary="max")
-                exp.define_metric("test/acc", step_metric="trainer/global_step", summary="last")
+                for m in metrics():
+                    if m.logged and m.wandb_summary:
+                        exp.define_metric(
+                            m.logged, step_metric="trainer/global_step", summary=m.wandb_summary
+                        )
 
 
 def describe_data(loggers: list[Logger], data: dict | None) -> None:

@@ -113,7 +113,7 @@ def harness(cfg, run_dir: Path) -> float:
     from lra.train import train
 
     record = train(cfg, run_dir)
-    return float(record["train_steps_per_s"])
+    return float(record.metrics["train_steps_per_s"])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

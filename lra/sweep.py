@@ -29,7 +29,7 @@ def unfinished_runs(sweep_dir: Path, since: float) -> tuple[int, list[str]]:
         runs += 1
         run = read_run(run_dir)
         if not run.ok:
-            failed.append(f"{run_dir}: {run.record.get('status') or 'failed'}: {run.error}")
+            failed.append(f"{run_dir}: {run.record.status if run.record else 'failed'}: {run.error}")
     return runs, failed
 
 

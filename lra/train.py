@@ -1,15 +1,18 @@
-"""One run: compose the pieces named by the config, train, test at the best checkpoint, record.
+"""One run, as the experiment reads: compose the pieces named by the config, fit, test at the best
+checkpoint.
 
-Whatever happens, the run's ``results.json`` says what it is: ``completed``, ``failed`` (with the
-error) or ``interrupted`` (Ctrl-C), with the best validation accuracy and checkpoint reached so far.
+Whatever happens, the run's ``results.json`` (:class:`lra.results.RunRecord`, its lifecycle in
+:func:`recorded`) says what it is: ``completed``, ``failed`` (with the error) or ``interrupted``
+(Ctrl-C), with the best validation accuracy and checkpoint reached so far.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -19,19 +22,19 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks.progress import ProgressBar
 
-from data.cache import preparation_lock
 from lra import results
-from lra.callbacks import AttentionDiagnostics, PeakMemory, RandomState, Throughput
-from lra.callbacks.progress import StepProgressBar
-from lra.checkpointing import AtomicCheckpointIO, BestCheckpoint, RollingCheckpoint
+from lra.checkpointing import AtomicCheckpointIO, BestCheckpoint
 from lra.config_checks import check_compatible, check_config, instantiate_checked
 from lra.console import quiet_third_party_notices
 from lra.errors import CheckpointError, ConfigError, LRAError
 from lra.loggers import build_loggers, close_loggers, describe_data, describe_run, log_summary
+from lra.metrics import logged_name, logged_values
 from lra.module import LRAModule
 from lra.provenance import git_commit, package_versions
 from lra.resources import apply_compute, pin_allocator, plan_compute
+from lra.results import RunRecord
 from lra.resume import check_exists, check_resume, run_identity
 
 __all__ = ["ConfigError", "RunInterrupted", "build_attention", "build_model", "train"]
@@ -41,6 +44,36 @@ log = logging.getLogger(__name__)
 
 class RunInterrupted(LRAError):
     """The user stopped the run (Ctrl-C); its results.json says ``interrupted``."""
+
+
+def train(cfg: DictConfig, run_dir: Path, parallel_runs: int = 1) -> RunRecord:
+    """Run one experiment in ``run_dir`` and return its record (also written there as results.json).
+
+    ``parallel_runs``: how many runs a parallel sweep executes at once (they share the cores)."""
+    quiet_third_party_notices()
+    run_dir = Path(run_dir)
+    with recorded(cfg, run_dir) as (record, experiment):
+        compose(cfg, run_dir, experiment, record, parallel_runs)
+        if cfg.get("train", True):
+            fit(cfg, run_dir, experiment)
+        if cfg.get("test", True):
+            test(cfg, experiment, record)
+        summarise(experiment, record)
+    return record
+
+
+# -- the pieces a run is made of -------------------------------------------------------------------------
+@dataclass
+class Experiment:
+    """What :func:`compose` built; :func:`fit` and :func:`test` use it, :func:`recorded` reads it."""
+
+    datamodule: pl.LightningDataModule | None = None
+    module: LRAModule | None = None
+    trainer: pl.Trainer | None = None
+    loggers: list = field(default_factory=list)
+
+    def callbacks(self) -> list[pl.Callback]:
+        return list(self.trainer.callbacks) if self.trainer is not None else []
 
 
 def build_attention(cfg_attention: DictConfig) -> partial:
@@ -53,6 +86,31 @@ def build_model(cfg: DictConfig):
     return instantiate_checked(cfg.model, "model", attention=build_attention(cfg.attention))
 
 
+def build_data(cfg: DictConfig, workers: int) -> pl.LightningDataModule:
+    """The task's data module, its splits loaded (built once, under its lock) and checked: no empty
+    split, no truncation that changes the answer."""
+    datamodule = instantiate_checked(cfg.data, "data", num_workers=workers)
+    check_compatible(cfg, datamodule)
+    datamodule.setup("fit")
+    datamodule.check_splits()
+    return datamodule
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
+    """The ``callbacks`` config group (``conf/callbacks/``), instantiated in its order. ``dirpath: null``
+    means ``<run dir>/checkpoints``; progress bars are left out with ``trainer.enable_progress_bar=false``."""
+    show_progress = cfg.trainer.get("enable_progress_bar", True)
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        where = {"dirpath": str(run_dir / "checkpoints")} if node.get("dirpath", "") is None else {}
+        callback = instantiate_checked(node, f"callbacks.{name}", **where)
+        if show_progress or not isinstance(callback, ProgressBar):
+            callbacks.append(callback)
+    return callbacks
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers, callbacks) -> pl.Trainer:
     return instantiate(
         cfg.trainer,
@@ -61,93 +119,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers, callbacks) -> pl.Trai
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
     )
-
-
-@dataclass
-class Parts:
-    """What a run has built so far (for the record written whatever happens)."""
-
-    trainer: pl.Trainer | None = None
-    best: BestCheckpoint | None = None
-    throughput: Throughput | None = None
-    memory: PeakMemory | None = None
-    loggers: list = field(default_factory=list)
-
-
-def new_record(cfg: DictConfig, run_dir: Path, started: float) -> dict:
-    return {
-        "schema_version": results.SCHEMA_VERSION,
-        "status": "failed",
-        "error": None,
-        "task": str(cfg.task.name),
-        "attention": str(cfg.attention.name),
-        "seed": int(cfg.seed),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "best_val_acc": None,
-        "best_step": None,
-        "test_acc": None,
-        "best_checkpoint": None,
-        "tested_checkpoint": None,
-        "global_step": 0,
-        "train_steps_per_s": None,
-        "train_tokens_per_s": None,
-        "eval_tokens_per_s": None,
-        "peak_memory_bytes": None,
-        "peak_memory_kind": None,
-        "params_total": 0,
-        "wall_time_s": 0.0,
-        "started_at": _iso(started),
-        "finished_at": _iso(started),
-        "resumed_from": str(cfg.ckpt_path) if cfg.get("ckpt_path") else None,
-        "run_dir": str(run_dir),
-        "versions": package_versions(),
-        "git_commit": git_commit(),
-        "data": None,
-        "compute": None,
-    }
-
-
-def prepare_data(cfg: DictConfig, datamodule) -> None:
-    """Build the data (once, under a lock shared by runs with the same cache_dir), load the splits and
-    refuse empty or wrongly truncated ones."""
-    try:
-        if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # Lightning prepares data on local rank 0 only
-            with preparation_lock(cfg.cache_dir):
-                datamodule.prepare_data()  # idempotent: fit's own call then finds it done
-        datamodule.setup("fit")
-    except PermissionError as exc:
-        raise ConfigError(
-            f"cannot write {exc.filename}: {exc.strerror}. Data preparation writes tokenised caches to "
-            f"cache_dir={cfg.cache_dir} and generated data under data_dir={cfg.data_dir}; point cache_dir "
-            f"(and, for generated data, data.generated_path) at a writable folder"
-        ) from exc
-    datamodule.check_splits()
-
-
-def build_callbacks(cfg: DictConfig, run_dir: Path, parts: Parts) -> list:
-    ckpt_dir = run_dir / "checkpoints"
-    parts.best = BestCheckpoint(
-        dirpath=str(ckpt_dir),
-        filename="best-step{step}",
-        monitor="val/acc",
-        mode="max",
-        auto_insert_metric_name=False,
-    )
-    # A rolling last.ckpt on its own schedule: the best-checkpoint callback only refreshes "last"
-    # when validation improves, which is useless for resuming a killed run.
-    last = RollingCheckpoint(
-        dirpath=str(ckpt_dir),
-        filename="last",
-        save_top_k=1,
-        enable_version_counter=False,
-        every_n_train_steps=int(cfg.get("checkpoint_every_n_steps") or 500),
-    )
-    parts.throughput = Throughput(warmup_steps=cfg.get("speed_warmup_steps", 5))
-    parts.memory = PeakMemory()
-    callbacks = [parts.best, last, parts.throughput, parts.memory, AttentionDiagnostics(), RandomState()]
-    if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(StepProgressBar())
-    return callbacks
 
 
 def compute_plan(cfg: DictConfig, parallel_runs: int = 1):
@@ -166,8 +137,11 @@ def compute_plan(cfg: DictConfig, parallel_runs: int = 1):
     )
 
 
-def setup_run(cfg: DictConfig, run_dir: Path, record: dict, parts: Parts, parallel_runs: int = 1):
-    """Check the config, build data, model and trainer; returns (module, datamodule)."""
+# -- compose -> fit -> test -------------------------------------------------------------------------------
+def compose(
+    cfg: DictConfig, run_dir: Path, experiment: Experiment, record: RunRecord, parallel_runs: int = 1
+):
+    """Check the config, then build data, model, callbacks, loggers and trainer from it."""
     check_config(cfg)
     if cfg.get("ckpt_path"):
         check_exists(Path(cfg.ckpt_path))
@@ -175,60 +149,51 @@ def setup_run(cfg: DictConfig, run_dir: Path, record: dict, parts: Parts, parall
     plan = compute_plan(cfg, parallel_runs)
     apply_compute(plan)
     pin_allocator()
-    record["compute"] = plan.as_record()
-    datamodule = instantiate_checked(cfg.data, "data", num_workers=plan.workers)
-    check_compatible(cfg, datamodule)
-    prepare_data(cfg, datamodule)
-    record["data"] = datamodule.data_record()
+    record.compute = plan.as_record()
+    experiment.datamodule = build_data(cfg, plan.workers)
+    record.data = experiment.datamodule.data_record()
     model = build_model(cfg)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
-    module = LRAModule(model, num_classes=cfg.model.num_classes, run_identity=run_identity(cfg), **optim)
-    record["params_total"] = sum(p.numel() for p in model.parameters())
-    if cfg.get("ckpt_path"):
-        check_resume(Path(cfg.ckpt_path), cfg, module.state_dict())
-    callbacks = build_callbacks(cfg, run_dir, parts)
-    parts.loggers = build_loggers(cfg.get("logger"), run_dir)
-    parts.trainer = build_trainer(cfg, run_dir, parts.loggers, callbacks)
-    describe_run(parts.loggers, cfg)
-    describe_data(parts.loggers, record["data"])
-    log_summary(parts.loggers, {"params/total": record["params_total"]}, step=0)
-    return module, datamodule
-
-
-def fit_and_test(cfg: DictConfig, run_dir: Path, record: dict, parts: Parts, module, datamodule) -> None:
-    trainer = parts.trainer
-    if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        trainer.save_checkpoint(
-            run_dir / "checkpoints" / "last.ckpt"
-        )  # the final state, whatever the schedule
-    record_best(record, parts)
-    if cfg.get("test", True):
-        tested = tested_checkpoint(cfg, record)
-        out = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=True)
-        record["test_acc"] = float(out[0]["test/acc"]) if out else None
-        record["tested_checkpoint"] = tested or "final weights"
-    record.update(parts.throughput.summary())
-    record["peak_memory_bytes"], record["peak_memory_kind"] = parts.memory.peak_bytes, parts.memory.kind
-    log_summary(
-        parts.loggers,
-        {
-            "speed/train_steps_per_s": record["train_steps_per_s"],
-            "speed/train_tokens_per_s": record["train_tokens_per_s"],
-            "speed/eval_tokens_per_s": record["eval_tokens_per_s"],
-            "memory/peak_bytes": record["peak_memory_bytes"],
-        },
-        step=record["global_step"],
+    experiment.module = LRAModule(
+        model, num_classes=cfg.model.num_classes, run_identity=run_identity(cfg), **optim
     )
+    record.metrics["params_total"] = sum(p.numel() for p in model.parameters())
+    if cfg.get("ckpt_path"):
+        check_resume(Path(cfg.ckpt_path), cfg, experiment.module.state_dict())
+    callbacks = build_callbacks(cfg, run_dir)
+    experiment.loggers = build_loggers(cfg.get("logger"), run_dir)
+    experiment.trainer = build_trainer(cfg, run_dir, experiment.loggers, callbacks)
+    describe_run(experiment.loggers, cfg)
+    describe_data(experiment.loggers, record.data)
+    log_summary(experiment.loggers, {logged_name("params_total"): record.metrics["params_total"]}, step=0)
 
 
-def tested_checkpoint(cfg: DictConfig, record: dict) -> str | None:
-    """The checkpoint to test: the best by validation (over the whole run, resumes included)."""
-    best = record["best_checkpoint"]
+def fit(cfg: DictConfig, run_dir: Path, experiment: Experiment) -> None:
+    experiment.trainer.fit(
+        experiment.module, datamodule=experiment.datamodule, ckpt_path=cfg.get("ckpt_path")
+    )
+    # The final state, whatever the rolling checkpoint's schedule.
+    experiment.trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+
+def test(cfg: DictConfig, experiment: Experiment, record: RunRecord) -> None:
+    """Test the best checkpoint by validation (over the whole run, resumes included)."""
+    take_best(record, experiment)
+    tested = tested_checkpoint(cfg, record)
+    out = experiment.trainer.test(
+        experiment.module, datamodule=experiment.datamodule, ckpt_path=tested, verbose=True
+    )
+    record.metrics["test_acc"] = float(out[0]["test/acc"]) if out else None
+    record.tested_checkpoint = tested or "final weights"
+
+
+def tested_checkpoint(cfg: DictConfig, record: RunRecord) -> str | None:
+    best = record.best_checkpoint
     if best is not None and not Path(best).is_file():
         raise CheckpointError(
-            f"the best checkpoint {best} (val/acc {record['best_val_acc']:.4f} at step {record['best_step']}) "
-            f"no longer exists, so the test accuracy at the best checkpoint cannot be measured"
+            f"the best checkpoint {best} (val/acc {record.metrics['best_val_acc']:.4f} at step "
+            f"{record.best_step}) no longer exists, so the test accuracy at the best checkpoint cannot be "
+            f"measured"
         )
     if best is None and not cfg.get("train", True) and cfg.get("ckpt_path"):
         return str(cfg.ckpt_path)  # test-only run of a given checkpoint
@@ -237,68 +202,97 @@ def tested_checkpoint(cfg: DictConfig, record: dict) -> str | None:
     return best
 
 
-def record_best(record: dict, parts: Parts) -> None:
-    if parts.trainer is not None:
-        record["global_step"] = int(parts.trainer.global_step)
-    best = parts.best
+def summarise(experiment: Experiment, record: RunRecord) -> None:
+    """What the callbacks measured (their ``summary()``) into the record, and under the metrics'
+    logged names to every logger."""
+    take_best(record, experiment)
+    measured = {}
+    for callback in experiment.callbacks():
+        if callable(getattr(callback, "summary", None)):
+            measured.update(callback.summary())
+    record.take(measured)
+    log_summary(experiment.loggers, logged_values(measured), step=record.metrics["global_step"])
+
+
+def take_best(record: RunRecord, experiment: Experiment) -> None:
+    """The step reached and the best checkpoint so far (also for failed and interrupted runs)."""
+    if experiment.trainer is not None:
+        record.metrics["global_step"] = int(experiment.trainer.global_step)
+    best = next((c for c in experiment.callbacks() if isinstance(c, BestCheckpoint)), None)
     if best is None:
         return
-    record["best_checkpoint"] = best.best_model_path or None
-    record["best_step"] = best.best_step
+    record.best_checkpoint = best.best_model_path or None
+    record.best_step = best.best_step
     if best.best_model_score is not None:
-        record["best_val_acc"] = float(best.best_model_score)
+        record.metrics["best_val_acc"] = float(best.best_model_score)
 
 
-def train(cfg: DictConfig, run_dir: Path, parallel_runs: int = 1) -> dict:
-    """Run one experiment in ``run_dir`` and return its results record (also written there).
-
-    ``parallel_runs``: how many runs a parallel sweep executes at once (they share the cores)."""
-    run_dir = Path(run_dir)
+# -- the record's lifecycle ---------------------------------------------------------------------------
+@contextmanager
+def recorded(cfg: DictConfig, run_dir: Path) -> Iterator[tuple[RunRecord, Experiment]]:
+    """A run's record from start to file: ``failed`` until the block completes; the error of a failed
+    run, or ``interrupted`` after Ctrl-C; completed with the best reached, written to results.json and
+    the loggers closed whatever happens."""
     started = time.time()
-    quiet_third_party_notices()
-    record = new_record(cfg, run_dir, started)
-    parts = Parts()
+    record = start_record(cfg, run_dir, started)
+    experiment = Experiment()
     try:
-        module, datamodule = setup_run(cfg, run_dir, record, parts, parallel_runs)
-        fit_and_test(cfg, run_dir, record, parts, module, datamodule)
-        record["status"] = "completed"
+        yield record, experiment
+        record.status = "completed"
     except BaseException as exc:
-        if _interrupted(exc, parts.trainer):
-            record["status"] = "interrupted"
-            record["error"] = f"interrupted by the user (Ctrl-C) at step {_step(parts)}"
+        if _interrupted(exc, experiment.trainer):
+            record.status = "interrupted"
+            step = experiment.trainer.global_step if experiment.trainer is not None else 0
+            record.error = f"interrupted by the user (Ctrl-C) at step {step}"
             raise RunInterrupted(
-                f"{record['error']}; results.json records it and the checkpoints written so far are kept: "
+                f"{record.error}; results.json records it and the checkpoints written so far are kept: "
                 f"resume with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
             ) from exc
-        record["error"] = f"{type(exc).__name__}: {exc}"
+        record.error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        finish(record, parts, started, run_dir)
+        finish(record, experiment, started, run_dir)
+
+
+def start_record(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
+    record = RunRecord(
+        task=str(cfg.task.name),
+        attention=str(cfg.attention.name),
+        seed=int(cfg.seed),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        started_at=_iso(started),
+        finished_at=_iso(started),
+        resumed_from=str(cfg.ckpt_path) if cfg.get("ckpt_path") else None,
+        run_dir=str(run_dir),
+        versions=package_versions(),
+        git_commit=git_commit(),
+    )
+    record.metrics.update(global_step=0, params_total=0, wall_time_s=0.0)
     return record
 
 
-def finish(record: dict, parts: Parts, started: float, run_dir: Path) -> None:
+def finish(record: RunRecord, experiment: Experiment, started: float, run_dir: Path) -> None:
     """Complete and write the record (also for failed and interrupted runs), then close the loggers."""
     try:
-        record_best(record, parts)
-        record["finished_at"] = _iso(time.time())
-        record["wall_time_s"] = time.time() - started
-        if parts.trainer is None or parts.trainer.is_global_zero:
+        take_best(record, experiment)
+        record.finished_at = _iso(time.time())
+        record.metrics["wall_time_s"] = time.time() - started
+        if experiment.trainer is None or experiment.trainer.is_global_zero:
             write_record(run_dir, record)
     finally:
-        if parts.trainer is not None:
-            close_loggers(parts.trainer.loggers, ok=record["status"] == "completed")
+        if experiment.trainer is not None:
+            close_loggers(experiment.trainer.loggers, ok=record.ok)
 
 
-def write_record(run_dir: Path, record: dict) -> None:
+def write_record(run_dir: Path, record: RunRecord) -> None:
     """Write results.json; when that fails too (disk full), say so instead of failing silently."""
     try:
         results.write(run_dir, record)
     except OSError as exc:
         message = f"could not write {Path(run_dir) / results.FILENAME}: {exc.strerror or exc}"
-        log.error("%s (run status: %s)", message, record["status"])
+        log.error("%s (run status: %s)", message, record.status)
         print(f"error: {message}", file=sys.stderr)
-        if record["status"] == "completed":  # else the run's own error is already on its way
+        if record.ok:  # else the run's own error is already on its way
             raise LRAError(message) from exc
 
 
@@ -307,10 +301,6 @@ def _interrupted(exc: BaseException, trainer: pl.Trainer | None) -> bool:
     if isinstance(exc, KeyboardInterrupt):
         return True
     return isinstance(exc, SystemExit) and trainer is not None and trainer.interrupted
-
-
-def _step(parts: Parts) -> int:
-    return int(parts.trainer.global_step) if parts.trainer is not None else 0
 
 
 def _iso(t: float) -> str:

@@ -9,7 +9,7 @@ from torch import nn
 class MultiHeadSelfAttention(nn.Module):
     """Projections around a pluggable attention core (see the ``attention`` package)."""
 
-    def __init__(self, dim: int, num_heads: int, attention: Callable[..., nn.Module], max_len: int):
+    def __init__(self, dim: int, num_heads: int, *, attention: Callable[..., nn.Module], max_len: int):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"model.dim={dim} is not divisible by model.num_heads={num_heads}")
@@ -34,13 +34,14 @@ class TransformerBlock(nn.Module):
         dim: int,
         num_heads: int,
         ffn_dim: int,
+        *,
         attention: Callable[..., nn.Module],
         max_len: int,
         dropout: float = 0.1,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadSelfAttention(dim, num_heads, attention, max_len)
+        self.attn = MultiHeadSelfAttention(dim, num_heads, attention=attention, max_len=max_len)
         self.drop1 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(

@@ -14,7 +14,7 @@ class TokenEmbedding(nn.Module):
     """Token ids (batch, n) -> vectors, plus learned absolute positions."""
 
     def __init__(
-        self, vocab_size: int, dim: int, max_len: int, dropout: float = 0.0, init_std: float | None = None
+        self, vocab_size: int, dim: int, max_len: int, *, dropout: float = 0.0, init_std: float | None = None
     ):
         super().__init__()
         self.tokens = nn.Embedding(vocab_size, dim)
@@ -40,7 +40,7 @@ class PixelLinearEmbedding(nn.Module):
     """
 
     def __init__(
-        self, vocab_size: int, dim: int, max_len: int, dropout: float = 0.0, init_std: float | None = None
+        self, vocab_size: int, dim: int, max_len: int, *, dropout: float = 0.0, init_std: float | None = None
     ):
         super().__init__()
         self.proj = nn.Linear(1, dim)

@@ -10,7 +10,13 @@ class ClassifierHead(nn.Module):
     """MLP on a pooled vector (one tower) or on [u, v, u*v, u-v] (two towers, as in AAN retrieval)."""
 
     def __init__(
-        self, dim: int, hidden_dim: int, num_classes: int, two_towers: bool = False, activation: str = "relu"
+        self,
+        dim: int,
+        hidden_dim: int,
+        num_classes: int,
+        *,
+        two_towers: bool = False,
+        activation: str = "relu",
     ):
         super().__init__()
         if activation not in ACTIVATIONS:

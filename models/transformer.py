@@ -26,6 +26,7 @@ class LRATransformer(nn.Module):
         vocab_size: int,
         num_classes: int,
         max_len: int,
+        *,
         attention: Callable[..., nn.Module],
         dim: int = 64,
         depth: int = 2,
@@ -44,13 +45,18 @@ class LRATransformer(nn.Module):
             raise ValueError(f"model.pooling={pooling!r} is not one of {sorted(POOLINGS)}")
         if embedding not in EMBEDDINGS:
             raise ValueError(f"model.embedding={embedding!r} is not one of {sorted(EMBEDDINGS)}")
-        self.embed = EMBEDDINGS[embedding](vocab_size, dim, max_len, dropout, embedding_init_std)
+        self.embed = EMBEDDINGS[embedding](
+            vocab_size, dim, max_len, dropout=dropout, init_std=embedding_init_std
+        )
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, num_heads, ffn_dim, attention, max_len, dropout) for _ in range(depth)
+            TransformerBlock(dim, num_heads, ffn_dim, attention=attention, max_len=max_len, dropout=dropout)
+            for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
         self.pool = POOLINGS[pooling]
-        self.head = ClassifierHead(dim, head_hidden_dim or ffn_dim, num_classes, two_towers, head_activation)
+        self.head = ClassifierHead(
+            dim, head_hidden_dim or ffn_dim, num_classes, two_towers=two_towers, activation=head_activation
+        )
         self.two_towers = two_towers
 
     def encode(self, input_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -7,11 +7,10 @@ really approximate at these small lengths).
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
+from attention.reference import dense_softmax_attention
 from lra.registry import attention_names, benchmark_overrides, build_attention
 
 H, D, M = 2, 8, 16
@@ -34,12 +33,6 @@ def lengths_mask(n, lengths):
 def call(module, *args):
     torch.manual_seed(0)  # variants that sample (keys, features) draw the same numbers each call
     return module(*args)
-
-
-def dense_softmax(q, k, v, mask):
-    s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    s = s.masked_fill(~mask[:, None, None, :], float("-inf"))
-    return s.softmax(-1) @ v
 
 
 @pytest.fixture(params=attention_names())
@@ -114,4 +107,4 @@ def test_exact_where_claimed(name):
     mask = lengths_mask(40, [40, 23])
     out = call(module, q, k, v, mask)
     real = mask[:, None, :, None].expand_as(out)
-    torch.testing.assert_close(out[real], dense_softmax(q, k, v, mask)[real])
+    torch.testing.assert_close(out[real], dense_softmax_attention(q, k, v, mask)[real])

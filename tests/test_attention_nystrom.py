@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from attention._pinv import newton_schulz_pinv
 from attention.nystrom import NystromAttention
+from attention.reference import dense_softmax_attention
 
 
 def qkv(b=2, h=2, n=50, d=8, dtype=torch.float64, seed=0, requires_grad=False):
@@ -18,14 +17,6 @@ def qkv(b=2, h=2, n=50, d=8, dtype=torch.float64, seed=0, requires_grad=False):
 
 def padding_mask(b, n, lengths):
     return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
-
-
-def exact(q, k, v, mask=None):
-    """Dense softmax attention, written independently of the module's fallback."""
-    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        s = s.masked_fill(~mask[:, None, None, :], float("-inf"))
-    return s.softmax(-1) @ v
 
 
 def naive_nystrom(q, k, v, mask, m, iterations):
@@ -83,7 +74,7 @@ def test_m_at_least_n_is_exact_softmax(m):
     q, k, v = qkv(n=50)
     mask = padding_mask(2, 50, [50, 31])
     out = NystromAttention(2, 8, num_landmarks=m, conv_kernel=0)(q, k, v, mask)
-    ref = exact(q, k, v, mask)
+    ref = dense_softmax_attention(q, k, v, mask)
     torch.testing.assert_close(out[0], ref[0])
     torch.testing.assert_close(out[1, :, :31], ref[1, :, :31])
 

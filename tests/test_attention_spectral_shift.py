@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -11,6 +9,7 @@ from attention._delta import top_singular_values, trace_estimate
 from attention._landmarks import landmark_system, nystrom_factors
 from attention._pinv import newton_schulz_pinv
 from attention.nystrom import NystromAttention
+from attention.reference import dense_softmax_attention, dense_softmax_weights
 from attention.spectral_shift import ESTIMATORS, FORMS, SpectralShiftAttention
 
 ESTIMATOR_KNOBS = [
@@ -31,17 +30,6 @@ def self_attending(b=2, h=2, n=256, d=32, temperature=0.5, dtype=torch.float64, 
     """k = q: the diagonal logit |q|^2 / sqrt(d) ~ sqrt(d) / temperature dominates every row."""
     q, _, v = qkv(b, h, n, d, dtype, seed)
     return q / temperature, q.clone(), v
-
-
-def exact(q, k, v, mask=None):
-    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        s = s.masked_fill(~mask[:, None, None, :], float("-inf"))
-    return s.softmax(-1) @ v
-
-
-def dense_softmax(q, k):
-    return (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-1)
 
 
 def rel_err(a, b):
@@ -69,7 +57,7 @@ def test_m_at_least_n_is_exact_and_reports_zero_shift(form):
     q, k, v = qkv(n=30)
     mask = lengths_mask(30, [30, 12])
     ss = SpectralShiftAttention(2, 8, num_landmarks=32, conv_kernel=0, form=form)
-    out, ref = ss(q, k, v, mask), exact(q, k, v, mask)
+    out, ref = ss(q, k, v, mask), dense_softmax_attention(q, k, v, mask)
     torch.testing.assert_close(out[0], ref[0])
     torch.testing.assert_close(out[1, :, :12], ref[1, :, :12])
     torch.testing.assert_close(ss.diagnostics["delta"], torch.zeros(2))
@@ -87,7 +75,7 @@ def test_sketch_and_projection_are_exact_at_m_equal_n_with_exact_pinv(form, knob
     out = ss.combine(nystrom_factors(q, k, v, None, 24, keep_row_max=True))
     if knobs["delta"] == "fixed":
         torch.testing.assert_close(ss.diagnostics["delta"], torch.full((2,), 0.4))
-    torch.testing.assert_close(out, exact(q, k, v), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(out, dense_softmax_attention(q, k, v), rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -143,7 +131,7 @@ def test_beats_nystrom_on_self_attending_and_matches_it_elsewhere():
     nys = NystromAttention(2, d, num_landmarks=m, conv_kernel=0)
     ss = SpectralShiftAttention(2, d, num_landmarks=m, conv_kernel=0)  # the configured defaults
     q, k, v = self_attending(n=n, d=d, temperature=0.5)
-    ref = exact(q, k, v)
+    ref = dense_softmax_attention(q, k, v)
     assert rel_err(ss(q, k, v), ref) < 0.25 * rel_err(nys(q, k, v), ref)
     q, k, v = qkv(n=n, d=d, seed=1)
     smooth = torch.nn.functional.avg_pool1d  # locally smooth q, k: moving averages of noise
@@ -152,7 +140,7 @@ def test_beats_nystrom_on_self_attending_and_matches_it_elsewhere():
         for t in (q, k)
     )
     for q_, k_ in [(q, k), (0.5 * q, k), (qs, ks)]:
-        ref = exact(q_, k_, v)
+        ref = dense_softmax_attention(q_, k_, v)
         assert rel_err(ss(q_, k_, v), ref) <= 1.02 * rel_err(nys(q_, k_, v), ref)
 
 
@@ -161,8 +149,8 @@ def test_trace_estimate_with_all_keys_sampled_is_exact():
     mask = lengths_mask(60, [60, 37])
     f = nystrom_factors(q, k, v, mask, 6, keep_row_max=True)
     est = trace_estimate(f, "sampled", num_samples=1000)
-    truth = torch.stack([dense_softmax(q[0], k[0]).diagonal(dim1=-2, dim2=-1).sum(-1)])
-    s1 = dense_softmax(q[1, :, :37], k[1, :, :37]).diagonal(dim1=-2, dim2=-1).sum(-1)
+    truth = torch.stack([dense_softmax_weights(q[0], k[0]).diagonal(dim1=-2, dim2=-1).sum(-1)])
+    s1 = dense_softmax_weights(q[1, :, :37], k[1, :, :37]).diagonal(dim1=-2, dim2=-1).sum(-1)
     torch.testing.assert_close(est, torch.cat([truth, s1[None]]))
     # The free normaliser is biased upward but lands in the right range on these peaked rows.
     free = trace_estimate(f, "free", 0)
@@ -260,7 +248,7 @@ def test_diagonal_form_delta_is_the_mean_row_shift_and_restores_the_diagonal():
     p = newton_schulz_pinv(landmark_system(f.a, f.valid), 6)
     own = approximant_diagonal(f.f, p, f.b)
     shift = diagonal_shift(f, own, 1.0, "free", 0, window=64)
-    truth = dense_softmax(q, k).diagonal(dim1=-2, dim2=-1)
+    truth = dense_softmax_weights(q, k).diagonal(dim1=-2, dim2=-1)
     torch.testing.assert_close(own + shift, torch.maximum(truth, own))  # clip at 0: never below a_i
     ss(q, k, v)
     torch.testing.assert_close(ss.diagnostics["delta"], shift.mean(dim=-1).float().mean(0))

@@ -28,7 +28,7 @@ from tests.conftest import run_cli
 def test_approximate_attention_trains_through_the_cli(attention, listops_args, tmp_path):
     run_dir = tmp_path / "run"
     run_cli(*listops_args, *attention, "logger=csv", run_dir=run_dir)
-    record = results.read(run_dir)
+    record = results.read(run_dir).to_dict()
     assert record["status"] == "completed" and record["attention"] == attention[0].split("=")[1]
     assert record["config"]["attention"]["num_landmarks"] == 8
     assert math.isfinite(record["test_acc"]) and record["global_step"] == 8

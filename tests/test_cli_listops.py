@@ -32,7 +32,7 @@ def finished_run(tmp_path_factory):
 
 def test_run_leaves_results_checkpoints_csv_and_wandb(finished_run):
     run_dir, _, proc = finished_run
-    record = results.read(run_dir)
+    record = results.read(run_dir).to_dict()
     assert record["status"] == "completed" and record["error"] is None
     assert (record["task"], record["attention"], record["seed"]) == ("listops", "softmax", 0)
     assert record["global_step"] == 8
@@ -61,7 +61,7 @@ def test_run_leaves_results_checkpoints_csv_and_wandb(finished_run):
 
 def test_test_accuracy_is_measured_at_the_best_checkpoint(finished_run):
     run_dir, _, _ = finished_run
-    record = results.read(run_dir)
+    record = results.read(run_dir).to_dict()
     cfg = OmegaConf.create(record["config"])
     model = build_model(cfg)
     state = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
@@ -84,7 +84,7 @@ def test_resume_continues_the_step_counter(finished_run, tmp_path):
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     resumed = tmp_path / "resumed"
     run_cli(*args, "attention=softmax", f"ckpt_path={ckpt}", "trainer.max_steps=12", run_dir=resumed)
-    record = results.read(resumed)
+    record = results.read(resumed).to_dict()
     assert record["global_step"] == 12 and record["resumed_from"] == str(ckpt)
     steps = [int(r["step"]) for r in read_metrics(resumed) if r["train/loss"]]
     assert steps and min(steps) > 8  # no step was trained twice
@@ -105,7 +105,7 @@ def test_missing_release_is_a_one_line_error(tmp_path):
         err.startswith("error:") and str(tmp_path / "listops-1000") in err and "data.source=generate" in err
     )
     assert "Traceback" not in proc.stderr
-    assert results.read(tmp_path / "run")["status"] == "failed"
+    assert results.read(tmp_path / "run").to_dict()["status"] == "failed"
     assert "Traceback" in (tmp_path / "run" / "run.log").read_text()  # kept for debugging
 
 

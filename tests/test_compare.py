@@ -15,6 +15,7 @@ from lra import results
 from lra.compare import build, plots
 from lra.compare.__main__ import main as compare_main
 from lra.compare.collect import collect, read_curves
+from lra.results import RunRecord
 
 # A 1x1 PNG, standing in for a benchmark's plot.
 PNG = base64.b64decode(
@@ -42,33 +43,32 @@ def write_run(
 ) -> Path:
     run_dir = root / f"{task}_{attention}_{seed}_{kw.get('dim', 64)}"
     run_dir.mkdir(parents=True)
-    record = {
-        "schema_version": results.SCHEMA_VERSION,
-        "status": "completed",
-        "error": None,
-        "task": task,
-        "attention": attention,
-        "seed": seed,
-        "config": config(task, attention, seed, kw.get("dim", 64)),
-        "best_val_acc": test_acc + 0.01,
-        "test_acc": test_acc,
-        "best_checkpoint": str(run_dir / "checkpoints" / "best.ckpt"),
-        "global_step": 100,
-        "train_steps_per_s": speed,
-        "train_tokens_per_s": speed * 1000,
-        "eval_tokens_per_s": speed * 3000,
-        "peak_memory_bytes": kw.get("memory", 2**30),
-        "peak_memory_kind": "cuda_max_allocated",
-        "params_total": 1000,
-        "wall_time_s": 12.0,
-        "started_at": "2026-01-01T00:00:00+00:00",
-        "finished_at": "2026-01-01T00:00:12+00:00",
-        "resumed_from": None,
-        "run_dir": str(run_dir),
-        "versions": {},
-        "git_commit": None,
-        **({"data": kw["data"]} if "data" in kw else {}),
-    }
+    record = RunRecord(
+        status="completed",
+        task=task,
+        attention=attention,
+        seed=seed,
+        config=config(task, attention, seed, kw.get("dim", 64)),
+        best_checkpoint=str(run_dir / "checkpoints" / "best.ckpt"),
+        started_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T00:00:12+00:00",
+        run_dir=str(run_dir),
+        data=kw.get("data"),
+    )
+    record.take(
+        {
+            "best_val_acc": test_acc + 0.01,
+            "test_acc": test_acc,
+            "global_step": 100,
+            "train_steps_per_s": speed,
+            "train_tokens_per_s": speed * 1000,
+            "eval_tokens_per_s": speed * 3000,
+            "peak_memory_bytes": kw.get("memory", 2**30),
+            "peak_memory_kind": "cuda_max_allocated",
+            "params_total": 1000,
+            "wall_time_s": 12.0,
+        }
+    )
     results.write(run_dir, record)
     csv_dir = run_dir / "csv" / "version_0"
     csv_dir.mkdir(parents=True)
@@ -97,11 +97,11 @@ def runs_root(tmp_path) -> Path:
     (crashed / ".hydra" / "config.yaml").write_text(
         "seed: 3\ntask:\n  name: listops\nattention:\n  name: spectral_shift\ndata_dir: ${oc.env:NOWHERE_LRA}\n"
     )
-    # A results.json cut off mid-write and one missing most fields.
+    # A results.json cut off mid-write and one with a field of the wrong type.
     (root / "sweep" / "truncated").mkdir()
     (root / "sweep" / "truncated" / "results.json").write_text('{"status": "completed", "task": "lis')
-    (root / "sweep" / "partial").mkdir()
-    (root / "sweep" / "partial" / "results.json").write_text('{"status": "completed", "task": "listops"}')
+    (root / "sweep" / "mistyped").mkdir()
+    (root / "sweep" / "mistyped" / "results.json").write_text('{"status": "completed", "test_acc": "high"}')
     return root
 
 
@@ -158,7 +158,7 @@ def test_collect_reads_every_state_without_crashing(runs_root):
         3,
     )
     assert runs["truncated"].status == "failed" and "unreadable" in runs["truncated"].error
-    assert runs["partial"].status == "failed" and "missing fields" in runs["partial"].error
+    assert runs["mistyped"].status == "failed" and "'test_acc' has str" in runs["mistyped"].error
     assert runs["listops_nystrom_2_64"].status == "failed" and "nan" in runs["listops_nystrom_2_64"].error
     assert read_curves(runs_root / "sweep" / "listops_softmax_0_64")["val/acc"] == [(49, 0.2), (99, 0.31)]
 

@@ -83,7 +83,7 @@ def test_run_on_the_gpu_records_cuda_memory_and_speed(tmp_path, listops_args):
     run_dir = tmp_path / "run"
     gpu = ["trainer=gpu", "trainer.accelerator=gpu", "logger=csv"]  # quick pins the CPU: undo it
     run_cli(*listops_args, "attention=nystrom", *gpu, run_dir=run_dir)
-    record = results.read(run_dir)
+    record = results.read(run_dir).to_dict()
     assert record["status"] == "completed"
     assert record["peak_memory_kind"] == "cuda_max_allocated" and record["peak_memory_bytes"] > 0
     assert record["train_steps_per_s"] > 0 and record["compute"]["workers"] >= 0

@@ -62,7 +62,7 @@ def test_black_image_is_data_not_padding(cifar_dir, tmp_path):
 
     torch.manual_seed(0)
     for embedding in ("token", "pixel_linear"):
-        model = LRATransformer(256, 10, 1024, SoftmaxAttention, dim=16, embedding=embedding).eval()
+        model = LRATransformer(256, 10, 1024, attention=SoftmaxAttention, dim=16, embedding=embedding).eval()
         x = batch["input_ids"][:1].clone()
         changed = x.clone()
         changed[0, 500] = 1  # one black pixel turns almost black

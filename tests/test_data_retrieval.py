@@ -43,7 +43,7 @@ def test_splits_two_documents_and_truncation(tmp_path):
     assert set(batch) == {"input_ids", "mask", "input_ids2", "mask2", "label"}
     assert batch["input_ids"].shape[1] == 30 and batch["input_ids2"].shape[1] == 30
     assert decode(dm.splits["train"][2]["input_ids"]) == aan_text(2, 1).encode()[:30].decode()
-    model = LRATransformer(256, 2, 30, SoftmaxAttention, dim=16, two_towers=True).eval()
+    model = LRATransformer(256, 2, 30, attention=SoftmaxAttention, dim=16, two_towers=True).eval()
     assert model(**{k: v for k, v in batch.items() if k != "label"}).shape == (4, 2)
 
 
@@ -75,7 +75,7 @@ def test_missing_release_names_path_and_download(tmp_path):
 def test_cache_is_keyed_by_max_len(tmp_path):
     write_aan(tmp_path)
     a, b = module(tmp_path, tmp_path / "cache", max_len=10), module(tmp_path, tmp_path / "cache", max_len=20)
-    assert a._cache_path() != b._cache_path()
+    assert a.cache_path(a.path) != b.cache_path(b.path)
     a.setup()
     assert max(len(a.splits["train"][i]["input_ids2"]) for i in range(5)) == 10
     again = module(tmp_path, tmp_path / "cache", max_len=10)

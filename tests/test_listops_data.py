@@ -117,7 +117,7 @@ def test_generate_source_writes_release_format(tmp_path):
 
 def test_auto_prefers_release_when_present(tmp_path):
     write_release(tmp_path / "listops-1000")
-    assert module(tmp_path, source="auto").resolve_source_dir() == tmp_path / "listops-1000"
+    assert module(tmp_path, source="auto").resolve_source() == tmp_path / "listops-1000"
 
 
 def test_mask_comes_from_lengths_not_values():
@@ -145,7 +145,7 @@ def test_closing_brackets_option_gives_its_own_cache(tmp_path):
     kept = module(tmp_path, closing_brackets=True)
     kept.prepare_data()
     kept.setup()
-    assert kept._cache_path(kept.path) != lra_tokens._cache_path(lra_tokens.path)
+    assert kept.cache_path(kept.path) != lra_tokens.cache_path(lra_tokens.path)
     n_lra = sum(lra_tokens.splits["train"].lengths())
     n_kept = sum(kept.splits["train"].lengths())
     assert n_kept > n_lra

@@ -3,7 +3,6 @@ splits, truncation, stale Pathfinder caches, concurrent generation, leftovers, b
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import shutil
 import stat
@@ -18,7 +17,7 @@ from data.cache import (
     generation_lock,
     preparation_lock,
 )
-from data.listops import VOCAB, DataFormatError, ListOpsDataModule, read_listops_tsv
+from data.listops import VOCAB, DataFormatError, read_listops_tsv
 from data.pathfinder import PathfinderDataModule
 from data.retrieval import read_aan_tsv
 from lra import results
@@ -164,28 +163,7 @@ def test_fixed_image_is_picked_up(tmp_path):
     assert sum(len(s) for s in again.splits.values()) == 39
 
 
-# -- item 8: runs sharing data_dir but not cache_dir --------------------------------------------------------
-def generate_with_own_cache(args: tuple[str, int]) -> list[int]:
-    root, k = args
-    dm = ListOpsDataModule(
-        path=f"{root}/release",
-        generated_path=f"{root}/generated",
-        cache_dir=f"{root}/cache{k}",
-        source="generate",
-        generate=SPEC,
-        workers=1,
-    )
-    with preparation_lock(f"{root}/cache{k}"):
-        dm.prepare_data()
-    dm.setup()
-    return [len(dm.splits[s]) for s in ("train", "val", "test")]
-
-
-def test_concurrent_generation_with_separate_caches(tmp_path):
-    with mp.get_context("spawn").Pool(3) as pool:
-        sizes = pool.map(generate_with_own_cache, [(str(tmp_path), k) for k in range(3)])
-    assert sizes == [[300, 30, 30]] * 3
-    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+# -- item 8: runs sharing data_dir but not cache_dir: tests/test_data_preparation_lock.py ------------------
 
 
 # -- leftovers and permissions ---------------------------------------------------------------------------
@@ -234,7 +212,7 @@ def test_read_only_data_dir_says_to_set_cache_dir(tmp_path, monkeypatch):
     def denied(cache_dir):
         raise PermissionError(13, "Permission denied", str(cache_dir))
 
-    monkeypatch.setattr("lra.train.preparation_lock", denied)
+    monkeypatch.setattr("data.base.preparation_lock", denied)
     with pytest.raises(ConfigError) as err:
         train_here(tmp_path / "run", *tiny_listops(tmp_path / "data"), "logger=none")
     msg = str(err.value)

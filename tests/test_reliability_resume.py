@@ -80,7 +80,7 @@ def test_checkpoint_of_another_attention_is_refused(uninterrupted, tmp_path):
     assert read_record(tmp_path / "r")["status"] == "failed"
     # The documented override loads the weights anyway (fine-tuning).
     record = train_here(tmp_path / "ft", *args, *nystrom, f"ckpt_path={ckpt}", "resume_check=false")
-    assert record["status"] == "completed" and record["attention"] == "nystrom"
+    assert record.status == "completed" and record.attention == "nystrom"
 
 
 def test_mismatch_is_one_line_on_the_command_line(uninterrupted, tmp_path):

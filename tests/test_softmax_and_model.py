@@ -7,15 +7,10 @@ from functools import partial
 import pytest
 import torch
 
+from attention.reference import dense_softmax_attention
 from attention.softmax import SoftmaxAttention
 from models.pooling import masked_mean
 from models.transformer import LRATransformer
-
-
-def reference_attention(q, k, v, mask):
-    scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
-    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-    return scores.softmax(-1) @ v
 
 
 def test_softmax_matches_explicit_formula():
@@ -23,8 +18,8 @@ def test_softmax_matches_explicit_formula():
     q, k, v = (torch.randn(2, 3, 17, 8, dtype=torch.float64) for _ in range(3))
     mask = torch.ones(2, 17, dtype=torch.bool)
     mask[1, 11:] = False
-    out = SoftmaxAttention(3, 8)(q, k, v, mask)
-    torch.testing.assert_close(out, reference_attention(q, k, v, mask))
+    out = SoftmaxAttention(3, 8).eval()(q, k, v, mask)  # eval: no attention dropout
+    torch.testing.assert_close(out, dense_softmax_attention(q, k, v, mask))
 
 
 def test_padded_keys_never_change_real_outputs():
@@ -32,7 +27,7 @@ def test_padded_keys_never_change_real_outputs():
     q, k, v = (torch.randn(2, 2, 20, 8) for _ in range(3))
     mask = torch.ones(2, 20, dtype=torch.bool)
     mask[0, 13:] = False
-    attn = SoftmaxAttention(2, 8)
+    attn = SoftmaxAttention(2, 8).eval()
     out = attn(q, k, v, mask)
     k2, v2 = k.clone(), v.clone()
     k2[0, :, 13:] = 1e3 * torch.randn_like(k2[0, :, 13:])

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from attention.reference import dense_softmax_attention
 from lra.registry import (
     attention_names,
     benchmark_overrides,
@@ -57,10 +58,7 @@ class DenseSoftmax(nn.Module):
     against); ``softmax`` is PyTorch's fused SDPA, whose CPU and CUDA kernels never store it."""
 
     def forward(self, q, k, v, key_padding_mask=None):
-        s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-        if key_padding_mask is not None:
-            s = s.masked_fill(~key_padding_mask[:, None, None, :], float("-inf"))
-        return s.softmax(dim=-1) @ v
+        return dense_softmax_attention(q, k, v, key_padding_mask)
 
 
 class PackageNystrom(nn.Module):

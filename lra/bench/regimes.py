@@ -22,6 +22,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from attention.reference import dense_softmax_attention, dense_softmax_weights
+
 REGIMES = ("random", "smooth", "smooth-fine", "smooth-coarse", "self", "local", "local-self")
 SMOOTH_WIDTHS = {
     "smooth": lambda n: max(n / 64, 2.0),
@@ -83,27 +85,26 @@ def make_regime(
     return q / temperature, k, v
 
 
+def _per_item(mask, b):
+    return None if mask is None else mask[b : b + 1]
+
+
 def exact_attention(q, k, v, mask=None) -> torch.Tensor:
-    """Dense softmax attention, computed per (batch, head) slice to bound memory at long lengths."""
-    out = torch.empty_like(v)
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    for b in range(q.shape[0]):
-        s = (q[b] @ k[b].transpose(-1, -2)) * scale
-        if mask is not None:
-            s = s.masked_fill(~mask[b][None, None, :], float("-inf"))
-        out[b] = s.softmax(-1) @ v[b]
-    return out
+    """Dense softmax attention (``attention.reference``), one batch item at a time to bound memory at
+    long lengths."""
+    items = range(q.shape[0])
+    return torch.cat(
+        [dense_softmax_attention(q[b : b + 1], k[b : b + 1], v[b : b + 1], _per_item(mask, b)) for b in items]
+    )
 
 
 def diagonal_mass(q, k, mask=None) -> float:
     """Mean softmax weight of each real token on itself (how self-attending the regime is)."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
     total, count = 0.0, 0
     for b in range(q.shape[0]):
-        s = (q[b] @ k[b].transpose(-1, -2)) * scale
-        if mask is not None:
-            s = s.masked_fill(~mask[b][None, None, :], float("-inf"))
-        diag = s.softmax(-1).diagonal(dim1=-2, dim2=-1)
+        diag = dense_softmax_weights(q[b : b + 1], k[b : b + 1], _per_item(mask, b))[0].diagonal(
+            dim1=-2, dim2=-1
+        )
         if mask is not None:
             diag = diag[:, mask[b]]
         total += float(diag.sum())

@@ -8,6 +8,8 @@ import sys
 import torch
 from pytorch_lightning import Callback
 
+from lra.metrics import logged_name
+
 
 def peak_memory(device: torch.device) -> tuple[int, str]:
     """Peak bytes so far: CUDA ``max_memory_allocated`` on a GPU, else this process's peak RSS.
@@ -45,7 +47,9 @@ class PeakMemory(Callback):
         # Only on the steps Lightning sends to the loggers: reading the peak is cheap but not free.
         if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
             self._update(pl_module)
-            pl_module.log("memory/peak_bytes", float(self.peak_bytes), on_step=True, on_epoch=False)
+            pl_module.log(
+                logged_name("peak_memory_bytes"), float(self.peak_bytes), on_step=True, on_epoch=False
+            )
 
     def on_validation_end(self, trainer, pl_module):
         self._update(pl_module)
@@ -57,6 +61,10 @@ class PeakMemory(Callback):
     def on_test_end(self, trainer, pl_module):
         self._update(pl_module)
         self._sync(trainer, pl_module)
+
+    def summary(self) -> dict:
+        """results.json's peak memory and how it was measured."""
+        return {"peak_memory_bytes": self.peak_bytes, "peak_memory_kind": self.kind}
 
     def _sync(self, trainer, pl_module) -> None:
         # Every rank calls this; a no-op on one device.

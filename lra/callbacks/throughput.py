@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from pytorch_lightning import Callback
 
+from lra.metrics import logged_name
+
 
 def real_tokens(batch) -> torch.Tensor:
     """Unpadded tokens in a batch (both documents for two-tower tasks), as a tensor on the batch's
@@ -76,14 +78,14 @@ class Throughput(Callback):
         # progress bar shows its own rate in between).
         if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
             pl_module.log(
-                "speed/train_steps_per_s",
+                logged_name("train_steps_per_s"),
                 self.train_steps / self.train_time,
                 prog_bar=True,
                 on_step=True,
                 on_epoch=False,
             )
             pl_module.log(
-                "speed/train_tokens_per_s",
+                logged_name("train_tokens_per_s"),
                 # this rank's tokens x ranks: an estimate; results.json gets the exact sum over ranks
                 float(self._train_tokens) * trainer.world_size / self.train_time,
                 prog_bar=True,

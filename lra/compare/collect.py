@@ -3,20 +3,21 @@
 A run directory is one holding ``results.json`` or Hydra's ``.hydra/config.yaml``. A crashed run
 (killed before it could write ``results.json``), an unreadable or partial ``results.json`` and a run
 that recorded ``status: failed`` all come back as a failed :class:`Run` with the reason, never as an
-exception: one bad run must not hide the others from the dashboard.
+exception: one bad run must not hide the others from the dashboard. A results.json written before
+some fields existed reads with those fields empty (:mod:`lra.results`).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lra import results as results_schema
+from lra.results import RunRecord
 
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 
@@ -29,7 +30,7 @@ class Run:
     attention: str
     seed: int | None
     config: dict[str, Any]
-    record: dict[str, Any] = field(default_factory=dict)  # results.json as read ({} if none)
+    record: RunRecord | None = None  # results.json as read (None if there is none or it is unreadable)
     error: str | None = None
     variant: str = ""  # filled in by lra.compare.variants
 
@@ -38,11 +39,16 @@ class Run:
         return self.status == "completed"
 
     def metric(self, key: str) -> float | None:
-        """A numeric results.json field, or None when missing or not a finite number."""
-        value = self.record.get(key)
+        """A measured value of the metrics table, or None when missing or not a finite number."""
+        value = self.record.metrics.get(key) if self.record is not None else None
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             return None
         return float(value)
+
+    def qualifier(self, key: str) -> str | None:
+        """How a metric was measured (e.g. ``peak_memory_kind``), or None."""
+        value = self.record.metrics.get(key) if self.record is not None else None
+        return value if isinstance(value, str) else None
 
     @property
     def label(self) -> str:
@@ -100,35 +106,29 @@ def _name(config: dict, group: str) -> str:
     return "unknown"
 
 
+def read_record(path: Path) -> tuple[RunRecord | None, str | None]:
+    """(record, None), or (None, why it cannot be read)."""
+    if not path.is_file():
+        return None, "no results.json: the run crashed or is still running"
+    try:
+        return results_schema.read(path), None
+    except (OSError, ValueError) as exc:  # not JSON, or a field of the wrong type
+        return None, f"unreadable results.json: {exc}"
+
+
 def read_run(run_dir: Path) -> Run:
     run_dir = Path(run_dir)
-    path = run_dir / results_schema.FILENAME
-    record: dict[str, Any] = {}
-    error = None
-    if not path.is_file():
-        error = "no results.json: the run crashed or is still running"
-    else:
-        try:
-            record = json.loads(path.read_text())
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
-            record, error = {}, f"unreadable results.json: {exc}"
-    if record and error is None:
-        try:
-            results_schema.validate(record, where=str(path))
-        except results_schema.ResultsSchemaError as exc:
-            error = f"partial results.json: {exc}"
-    config = record.get("config") if isinstance(record.get("config"), dict) else _hydra_config(run_dir)
-    status = "completed" if error is None and record.get("status") == "completed" else "failed"
+    record, error = read_record(run_dir / results_schema.FILENAME)
+    config = record.config if record is not None and record.config else _hydra_config(run_dir)
+    status = "completed" if record is not None and record.ok else "failed"
     if status == "failed" and error is None:
-        error = record.get("error") or f"status {record.get('status')!r}"
-    seed = record.get("seed", config.get("seed"))
+        error = record.error or f"status {record.status!r}"
+    seed = record.seed if record is not None and record.seed is not None else config.get("seed")
     return Run(
         run_dir=run_dir,
         status=status,
-        task=str(record.get("task") or _name(config, "task")),
-        attention=str(record.get("attention") or _name(config, "attention")),
+        task=str((record and record.task) or _name(config, "task")),
+        attention=str((record and record.attention) or _name(config, "attention")),
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         config=config,
         record=record,

@@ -20,14 +20,11 @@ table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 caption { text-align: left; font-weight: 600; padding: 4px 0; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; }
-td:first-child, th:first-child { text-align: left; }
+td.text, th.text, td.long, th.long { text-align: left; }
+td.long { white-space: normal; max-width: 480px; }
 tr.section td { background: #eef3fb; font-weight: 600; text-align: left; }
 tr.published td { color: #555; font-style: italic; background: #fafafa; }
 tr.failed td { background: #fdecea; color: #8a1c12; }
-#speed-table td:nth-child(2), #runs-table td:nth-child(2), #speed-table th:nth-child(2),
-#runs-table th:nth-child(2) { text-align: left; }
-#runs-table td:last-child { white-space: normal; text-align: left; max-width: 480px; }
-#runs-table td:nth-last-child(2) { text-align: left; }
 .note { color: #555; font-size: 12px; margin: 2px 0; }
 .grid { display: flex; flex-wrap: wrap; gap: 8px; }
 .bench img { max-width: 100%; border: 1px solid #eee; }

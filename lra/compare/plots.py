@@ -9,7 +9,16 @@ from collections import defaultdict
 
 from lra.compare.collect import Run, read_curves
 from lra.compare.published import task_title
-from lra.compare.tables import BASELINE, Group, baseline_for, group_runs, row_order, task_order
+from lra.compare.tables import (
+    BASELINE,
+    Group,
+    baseline_for,
+    baseline_mean,
+    group_runs,
+    row_order,
+    task_order,
+)
+from lra.metrics import metrics
 
 try:
     import plotly.graph_objects as go
@@ -109,16 +118,12 @@ def curve_figures(runs: list[Run]) -> dict[str, list[tuple[str, str]]]:
 
 
 def ratio_figure(runs: list[Run], keys: dict[str, list[str]]) -> str | None:
-    """Bars: each attention's speed and memory relative to softmax, per task."""
+    """Bars: each attention's plotted metrics (``lra.metrics``) relative to softmax, per task."""
     if go is None:
         return None
     groups = group_runs([r for r in runs if r.ok and r.task != "unknown"])
-    measures = (
-        ("train_tokens_per_s", "train tokens/s"),
-        ("eval_tokens_per_s", "eval tokens/s"),
-        ("peak_memory_bytes", "peak memory"),
-    )
-    x, ys = [], {name: [] for _, name in measures}
+    measures = [m for m in metrics() if m.plotted]
+    x, ys = [], {_unitless(m.label): [] for m in measures}
     labels = row_order([(g.attention, g.label) for g in groups.values()])
     for task in task_order({t for t, _ in groups}):
         for label in labels:
@@ -129,9 +134,9 @@ def ratio_figure(runs: list[Run], keys: dict[str, list[str]]) -> str | None:
             if base is None:
                 continue
             x.append(f"{task_title(task)}<br>{label}")
-            for key, name in measures:
-                value, ref = group.mean(key), base.mean(key)
-                ys[name].append(value / ref if value is not None and ref else None)
+            for m in measures:
+                value, ref = group.mean(m.field), baseline_mean(group, base, m)
+                ys[_unitless(m.label)].append(value / ref if value is not None and ref else None)
     if not x:
         return None
     fig = go.Figure([go.Bar(name=name, x=x, y=values) for name, values in ys.items()])
@@ -140,6 +145,11 @@ def ratio_figure(runs: list[Run], keys: dict[str, list[str]]) -> str | None:
         barmode="group", title="Relative to softmax (same task and setting)", yaxis_title="ratio"
     )
     return _html(fig, width=2 * PLOT_WIDTH)
+
+
+def _unitless(label: str) -> str:
+    """A ratio has no unit: "peak memory (MiB)" -> "peak memory"."""
+    return label.split(" (")[0]
 
 
 def bench_figures(rows: list[dict], x_key: str, series_keys: list[str], y_keys: list[str], title: str):

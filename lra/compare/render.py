@@ -7,14 +7,21 @@ from html import escape
 from lra.compare.tables import Table
 
 
+def _cell(tag: str, kind: str, content: str) -> str:
+    """A cell whose alignment comes from its column's kind (CSS ``.text`` / ``.long``)."""
+    attr = "" if kind == "number" else f' class="{kind}"'
+    return f"<{tag}{attr}>{escape(content)}</{tag}>"
+
+
 def table_html(table: Table) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in table.header)
+    kinds = [c.kind for c in table.columns]
+    head = "".join(_cell("th", kind, h) for kind, h in zip(kinds, table.header, strict=True))
     body = []
     for cells, kind in zip(table.rows, table.kinds, strict=True):
         if kind == "section":
             body.append(f'<tr class="section"><td colspan="{len(table.header)}">{escape(cells[0])}</td></tr>')
             continue
-        tds = "".join(f"<td>{escape(c)}</td>" for c in cells)
+        tds = "".join(_cell("td", kind, c) for kind, c in zip(kinds, cells, strict=True))
         body.append(f'<tr class="{kind}">{tds}</tr>')
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in table.notes)
     return (

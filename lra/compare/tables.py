@@ -4,6 +4,9 @@
   test accuracy at the best-validation checkpoint; the published rows below, marked as published.
 - Speed and memory per task and attention, absolute and as ratios to softmax in the same setting.
 - Every run, failed ones included, with the reason.
+
+The measured columns of the last two come from the metrics table (``lra.metrics.METRICS``): its rows'
+labels, formats, directions (a ratio to softmax for those with one) and qualifiers.
 """
 
 from __future__ import annotations
@@ -17,18 +20,37 @@ from pathlib import Path
 from lra.compare.collect import Run
 from lra.compare.published import LRA_TASKS, PUBLISHED, task_title
 from lra.compare.variants import same_setting
+from lra.metrics import RUNS, SPEED, Metric, metrics
 
 BASELINE = "softmax"
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    kind: str = "number"  # "number" (right-aligned) | "text" (left) | "long" (left, wrapped)
+
+
+def text(*headers: str) -> list[Column]:
+    return [Column(h, "text") for h in headers]
+
+
+def numbers(*headers: str) -> list[Column]:
+    return [Column(h) for h in headers]
 
 
 @dataclass
 class Table:
     key: str  # stable id (HTML id, test hook)
     title: str
-    header: list[str]
+    columns: list[Column]
     rows: list[list[str]] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # per row: "ours" | "published" | "failed" | "section"
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def header(self) -> list[str]:
+        return [c.header for c in self.columns]
 
     def add(self, cells: list[str], kind: str = "ours") -> None:
         self.rows.append(cells)
@@ -114,6 +136,21 @@ def mib(value: float | None) -> str:
     return "—" if value is None else f"{value / 2**20:,.0f}"
 
 
+# How a metric's value is printed (lra.metrics.Metric.format); None prints as "—".
+FORMATS = {
+    "percent": pct,
+    "number": number,
+    "mib": mib,
+    "integer": lambda v: f"{v:.0f}",
+    "count": lambda v: f"{v:,.0f}",
+    "seconds": lambda v: f"{v:.0f}",
+}
+
+
+def formatted(metric: Metric, value: float | None) -> str:
+    return "—" if value is None else FORMATS[metric.format](value)
+
+
 # -- tables ------------------------------------------------------------------------------------------
 def lra_table(runs: list[Run]) -> Table:
     groups = group_runs([r for r in runs if r.task != "unknown"])
@@ -122,7 +159,7 @@ def lra_table(runs: list[Run]) -> Table:
     table = Table(
         "lra-table",
         "LRA accuracy (test %, at the best-validation checkpoint)",
-        ["Model", *(task_title(t) for t in tasks), "Avg"],
+        [*text("Model"), *numbers(*(task_title(t) for t in tasks), "Avg")],
     )
     table.add(["Ours: mean ± std over seeds (n = completed seeds)", *[""] * (len(tasks) + 1)], "section")
     partial_average = False
@@ -166,20 +203,52 @@ def baseline_for(group: Group, groups: dict[tuple[str, str], Group], keys: dict[
     return matching[0] if len(matching) == 1 else None
 
 
-SPEED_FIELDS = (
-    ("train_steps_per_s", "train steps/s"),
-    ("train_tokens_per_s", "train tokens/s"),
-    ("eval_tokens_per_s", "eval tokens/s"),
-)
+def speed_columns() -> list[Column]:
+    columns = [*text("Task", "Model"), *numbers("n")]
+    for m in metrics(SPEED):
+        columns.append(Column(m.label))
+        if m.higher_is_better is not None:
+            columns.append(Column("× softmax"))
+        if m.qualifier_label:
+            columns += text(m.qualifier_label)
+    return columns
+
+
+def qualifiers(group: Group | None, metric: Metric) -> set[str]:
+    """How the group's completed runs measured ``metric`` (e.g. {"rss"})."""
+    if group is None or not metric.qualifier:
+        return set()
+    return {r.qualifier(metric.qualifier) for r in group.ok} - {None}
+
+
+def baseline_mean(group: Group, base: Group | None, metric: Metric) -> float | None:
+    """The softmax group's mean of ``metric``, where a ratio to it means something: measured the same
+    way (one kind of measurement, the same in both groups)."""
+    if base is None:
+        return None
+    if metric.qualifier:
+        kinds = qualifiers(group, metric)
+        if len(kinds) != 1 or kinds != qualifiers(base, metric):
+            return None
+    return base.mean(metric.field)
+
+
+def speed_cells(group: Group, base: Group | None) -> list[str]:
+    cells = []
+    for m in metrics(SPEED):
+        value = group.mean(m.field)
+        cells.append(formatted(m, value))
+        if m.higher_is_better is not None:
+            cells.append(ratio(value, baseline_mean(group, base, m)))
+        if m.qualifier_label:
+            cells.append("/".join(sorted(qualifiers(group, m))) or "—")
+    return cells
 
 
 def speed_table(runs: list[Run], keys: dict[str, list[str]]) -> Table:
     groups = group_runs([r for r in runs if r.task != "unknown"])
-    header = ["Task", "Model", "n"]
-    for _, name in SPEED_FIELDS:
-        header += [name, "× softmax"]
-    header += ["peak memory (MiB)", "× softmax", "memory kind", "params"]
-    table = Table("speed-table", "Speed and memory (mean over completed seeds; ratios to softmax)", header)
+    title = "Speed and memory (mean over completed seeds; ratios to softmax)"
+    table = Table("speed-table", title, speed_columns())
     labels = row_order([(g.attention, g.label) for g in groups.values()])
     for task in task_order({t for t, _ in groups}):
         for label in labels:
@@ -187,18 +256,7 @@ def speed_table(runs: list[Run], keys: dict[str, list[str]]) -> Table:
             if group is None:
                 continue
             base = baseline_for(group, groups, keys)
-            cells = [task_title(task), label, str(len(group.ok))]
-            for key, _ in SPEED_FIELDS:
-                value = group.mean(key)
-                cells += [number(value), ratio(value, base.mean(key) if base else None)]
-            kinds = {r.record.get("peak_memory_kind") for r in group.ok} - {None}
-            base_kinds = {r.record.get("peak_memory_kind") for r in base.ok} - {None} if base else set()
-            memory = group.mean("peak_memory_bytes")
-            same_kind = base is not None and kinds == base_kinds and len(kinds) == 1
-            base_memory = base.mean("peak_memory_bytes") if same_kind else None
-            params = group.mean("params_total")
-            cells += [mib(memory), ratio(memory, base_memory), "/".join(sorted(kinds)) or "—"]
-            cells += [f"{params:,.0f}" if params is not None else "—"]
+            cells = [task_title(task), label, str(len(group.ok)), *speed_cells(group, base)]
             table.add(cells, "ours" if group.ok else "failed")
     table.notes += [
         "Training speed excludes the first warm-up steps and all evaluation and checkpointing time; "
@@ -231,13 +289,14 @@ def data_cell(data) -> str:
     return f"{data['source']}{seed}{fingerprint}"
 
 
+def runs_columns() -> list[Column]:
+    measured = [Column(m.label) for m in metrics(RUNS)]
+    return [*text("Task", "Model"), *numbers("Seed"), *text("Status"), *measured,
+            *text("Data", "Run directory"), Column("Error", "long")]  # fmt: skip
+
+
 def runs_table(runs: list[Run]) -> Table:
-    table = Table(
-        "runs-table",
-        "All runs",
-        ["Task", "Model", "Seed", "Status", "best val %", "test %", "steps", "train steps/s",
-         "peak MiB", "wall s", "Data", "Run directory", "Error"],
-    )  # fmt: skip
+    table = Table("runs-table", "All runs", runs_columns())
     root = Path(os.path.commonpath([str(r.run_dir) for r in runs])) if runs else None
     if root is not None and len(runs) == 1:
         root = root.parent
@@ -246,24 +305,16 @@ def runs_table(runs: list[Run]) -> Table:
         by_task[run.task].append(run)
     for task in task_order(set(by_task)):
         for run in sorted(by_task[task], key=lambda r: (r.label, r.seed if r.seed is not None else -1)):
-            val, test = run.metric("best_val_acc"), run.metric("test_acc")
-            steps, wall = run.metric("global_step"), run.metric("wall_time_s")
-            error = (run.error or "")[:300]
             table.add(
                 [
                     task_title(task),
                     run.label,
                     "—" if run.seed is None else str(run.seed),
                     run.status,
-                    pct(val) if val is not None else "—",
-                    pct(test) if test is not None else "—",
-                    "—" if steps is None else f"{steps:.0f}",
-                    number(run.metric("train_steps_per_s")),
-                    mib(run.metric("peak_memory_bytes")),
-                    "—" if wall is None else f"{wall:.0f}",
-                    data_cell(run.record.get("data")),
+                    *(formatted(m, run.metric(m.field)) for m in metrics(RUNS)),
+                    data_cell(run.record.data if run.record is not None else None),
                     _display_dir(run.run_dir, root),
-                    error,
+                    (run.error or "")[:300],
                 ],
                 "ours" if run.ok else "failed",
             )

@@ -36,6 +36,20 @@ IGNORED = (
     "data.pin_memory",
     "trainer.enable_*",
     "trainer.log_every_n_steps",
+    # The default callbacks (conf/callbacks/default.yaml) measure and checkpoint; runs recorded before
+    # the callbacks group existed have none. A callback a user adds does make another row.
+    *(
+        f"callbacks.{name}.*"
+        for name in (
+            "best_checkpoint",
+            "last_checkpoint",
+            "throughput",
+            "peak_memory",
+            "attention_diagnostics",
+            "random_state",
+            "progress_bar",
+        )
+    ),
 )
 UNSET = "<unset>"
 
@@ -60,7 +74,7 @@ def setting(run: Run) -> dict[str, str]:
     """The run's relevant config, plus the data source it actually used (results.json ``data``):
     ``data.source=auto`` reads the release or generates, and the two must not share a row."""
     out = relevant(run.config)
-    data = run.record.get("data")
+    data = run.record.data if run.record is not None else None
     if isinstance(data, dict) and data.get("source"):
         out["data.used"] = json.dumps(data["source"])
     return out

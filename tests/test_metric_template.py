@@ -1,0 +1,66 @@
+"""A new metric is its callback and one row of the metrics table (``lra.metrics.METRICS``).
+
+``GradNorm`` stands for the callback (in ``lra/callbacks/``), ``ROW`` for the line added to the table.
+Nothing else changes: the run logs it, results.json holds it, the dashboard shows it, and records
+written before it existed still read. The callback joins a run through the callbacks config group.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import pytorch_lightning as pl
+import torch
+
+import lra.metrics
+from lra import results
+from lra.compare import build
+from lra.metrics import RUNS, Metric, logged_name
+
+
+# -- the callback --------------------------------------------------------------------------------------
+class GradNorm(pl.Callback):
+    """The gradient norm before each optimiser step, logged per step; the last one goes to results.json."""
+
+    def __init__(self):
+        self.last: float | None = None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        grads = [p.grad.norm() for p in pl_module.parameters() if p.grad is not None]
+        self.last = float(torch.stack(grads).norm())
+        pl_module.log(logged_name("grad_norm"), self.last, on_step=True, on_epoch=False)
+
+    def summary(self) -> dict:
+        return {"grad_norm": self.last}
+
+
+# -- its row of the table --------------------------------------------------------------------------------
+ROW = Metric("grad_norm", "train/grad_norm", "grad norm", "number", shown=(RUNS,))
+
+
+def test_a_new_metric_is_its_callback_and_one_row(tmp_path, monkeypatch):
+    from tests.conftest import tiny_listops
+    from tests.run_helpers import train_here
+
+    monkeypatch.setattr(lra.metrics, "METRICS", (*lra.metrics.METRICS, ROW))
+    run_dir = tmp_path / "run"
+    train_here(
+        run_dir,
+        *tiny_listops(tmp_path / "data"),
+        "logger=csv",
+        f"+callbacks.grad_norm._target_={__name__}.GradNorm",  # no Python edited to add it to a run
+    )
+    record = results.read(run_dir)
+    assert record.ok and record.metrics["grad_norm"] > 0
+    with open(run_dir / "csv" / "version_0" / "metrics.csv") as f:
+        logged = [float(r["train/grad_norm"]) for r in csv.DictReader(f) if r.get("train/grad_norm")]
+    assert len(logged) > 1 and logged[-1] == record.metrics["grad_norm"]  # the run's summary comes last
+
+    build([run_dir], tmp_path / "compare")
+    page = (tmp_path / "compare" / "results.md").read_text()
+    header = next(line for line in page.splitlines() if line.startswith("| Task | Model | Seed"))
+    assert "| grad norm |" in header
+
+    # Without the row, the record still reads (the field is ignored); older records lack it.
+    monkeypatch.undo()
+    assert results.read(run_dir).ok and "grad_norm" not in results.read(run_dir).metrics
