@@ -89,6 +89,7 @@ class NystromAttention(AttentionBase):
         num_heads: int,
         head_dim: int,
         max_len: int | None = None,
+        *,
         num_landmarks: int = 64,
         pinv: str = "newton",
         pinv_iterations: int = 6,

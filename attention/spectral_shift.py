@@ -53,10 +53,7 @@ class SpectralShiftAttention(NystromAttention):
         num_heads: int,
         head_dim: int,
         max_len: int | None = None,
-        num_landmarks: int = 64,
-        pinv: str = "newton",
-        pinv_iterations: int = 6,
-        conv_kernel: int = 35,
+        *,
         form: str = "diagonal",
         delta: str = "trace",
         rank: int = 8,
@@ -66,8 +63,11 @@ class SpectralShiftAttention(NystromAttention):
         num_samples: int = 64,
         window: int = 16,
         fixed_delta: float = 0.0,
+        **nystrom_knobs,
     ):
-        super().__init__(num_heads, head_dim, max_len, num_landmarks, pinv, pinv_iterations, conv_kernel)
+        """``nystrom_knobs``: Nyström's own (num_landmarks, pinv, pinv_iterations, conv_kernel)."""
+        super().__init__(num_heads, head_dim, max_len, **nystrom_knobs)
+        num_landmarks = self.num_landmarks
         if form not in FORMS:
             raise ValueError(f"attention.form must be one of {'|'.join(FORMS)}; got {form!r}")
         if delta not in ESTIMATORS:

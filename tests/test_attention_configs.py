@@ -14,13 +14,26 @@ from lra.registry import attention_names
 CONF = Path(__file__).resolve().parents[1] / "conf" / "attention"
 
 
+def class_knobs(cls) -> dict:
+    """The constructor parameters of ``cls``, and of its bases where it passes ``**kwargs`` on."""
+    params: dict = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        sig = inspect.signature(klass.__init__).parameters
+        params = {**{k: p for k, p in sig.items() if p.kind is not p.VAR_KEYWORD}, **params}
+        if not any(p.kind is p.VAR_KEYWORD for p in sig.values()):
+            break
+    return params
+
+
 @pytest.mark.parametrize("name", attention_names())
 def test_config_instantiates_with_class_defaults(name):
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
     cls = get_class(cfg._target_)
     assert cfg.name == name and cfg._partial_ is True
     knobs = {k: v for k, v in cfg.items() if k not in ("_target_", "_partial_", "name")}
-    params = inspect.signature(cls).parameters
+    params = class_knobs(cls)
     for key, value in knobs.items():
         assert key in params, f"{name}.yaml sets unknown knob {key}"
         assert params[key].default == value, f"{name}.yaml {key}={value} differs from the class default"
