@@ -151,16 +151,16 @@ class BigBirdAttention(AttentionBase):
             flat = index.reshape(b, h, num_blocks * kk)
 
             def gather_blocks(x):  # (b, h, n, d) -> (b, h, NB, K bs, d)
-                x = F.pad(x, (0, 0, 0, pad)).view(b, h, num_blocks, bs * d)
+                x = F.pad(x, (0, 0, 0, pad)).reshape(b, h, num_blocks, bs * d)
                 x = x.gather(2, flat[..., None].expand(b, h, num_blocks * kk, bs * d))
                 return x.view(b, h, num_blocks, kk * bs, d)
 
             keys, values = gather_blocks(k32), gather_blocks(v32)
-            mask_blocks = F.pad(mask, (0, pad)).view(b, 1, num_blocks, bs).expand(b, h, num_blocks, bs)
+            mask_blocks = F.pad(mask, (0, pad)).reshape(b, 1, num_blocks, bs).expand(b, h, num_blocks, bs)
             key_real = mask_blocks.gather(2, flat[..., None].expand(b, h, num_blocks * kk, bs))
             usable = key_real.view(b, h, num_blocks, kk, bs) & valid[..., None]
             usable = usable.view(b, h, num_blocks, 1, kk * bs)
-            queries = F.pad(q32, (0, 0, 0, pad)).view(b, h, num_blocks, bs, d)
+            queries = F.pad(q32, (0, 0, 0, pad)).reshape(b, h, num_blocks, bs, d)
             logits = (queries @ keys.transpose(-1, -2)).masked_fill(~usable, masked_value(dtype))
             out = (self._drop(logits.softmax(dim=-1)) @ values).view(b, h, num_blocks, bs * d)
             if gblocks.shape[1] > 0:

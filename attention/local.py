@@ -96,13 +96,13 @@ class LocalAttention(AttentionBase):
         pad = nb * c - n
 
         def blocks_with_halo(x):  # (b, h, n, d) -> (b, h, nb, 3c, d): each block with its neighbours
-            x = F.pad(x, (0, 0, c, pad + c)).view(b, h, nb + 2, c, d)
+            x = F.pad(x, (0, 0, c, pad + c)).reshape(b, h, nb + 2, c, d)
             return torch.cat([x[:, :, :-2], x[:, :, 1:-1], x[:, :, 2:]], dim=3)
 
-        qb = F.pad(q, (0, 0, 0, pad)).view(b, h, nb, c, d)
+        qb = F.pad(q, (0, 0, 0, pad)).reshape(b, h, nb, c, d)
         kw, vw = blocks_with_halo(k), blocks_with_halo(v)
         # Keys a window may use: real, inside the band, and not global (global keys come separately).
-        usable = F.pad(mask & ~is_global, (c, pad + c)).view(b, nb + 2, c)
+        usable = F.pad(mask & ~is_global, (c, pad + c)).reshape(b, nb + 2, c)
         usable = torch.cat([usable[:, :-2], usable[:, 1:-1], usable[:, 2:]], dim=2)  # (b, nb, 3c)
         offset = torch.arange(3 * c, device=q.device)[None, :] - c - torch.arange(c, device=q.device)[:, None]
         band = offset.abs() <= c  # (c, 3c)

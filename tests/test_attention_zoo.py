@@ -442,3 +442,16 @@ def test_padding_never_reaches_real_outputs_at_small_settings(make):
 def test_bad_knobs_name_their_key(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):
         cls(H, D, **kwargs)
+
+
+@pytest.mark.parametrize("make", SMALL)
+def test_non_contiguous_inputs(make):
+    # q, k, v as a model makes them: (b, n, h, d) views transposed to (b, h, n, d).
+    torch.manual_seed(0)
+    module = make().double()
+    q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in qkv(2, 48))
+    assert not q.is_contiguous()
+    mask = lengths_mask(48, [48, 20])
+    torch.testing.assert_close(
+        run(module, q, k, v, mask), run(module, *(t.contiguous() for t in (q, k, v)), mask)
+    )
