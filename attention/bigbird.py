@@ -161,7 +161,7 @@ class BigBirdAttention(AttentionBase):
             usable = key_real.view(b, h, num_blocks, kk, bs) & valid[..., None]
             usable = usable.view(b, h, num_blocks, 1, kk * bs)
             queries = F.pad(q32, (0, 0, 0, pad)).reshape(b, h, num_blocks, bs, d)
-            logits = (queries @ keys.transpose(-1, -2)).masked_fill(~usable, masked_value(dtype))
+            logits = (queries @ keys.transpose(-1, -2)).masked_fill_(~usable, masked_value(dtype))
             out = (self._drop(logits.softmax(dim=-1)) @ values).view(b, h, num_blocks, bs * d)
             if gblocks.shape[1] > 0:
                 out = self._global_rows(out, queries, k32, v32, mask, gblocks.clamp(0, num_blocks - 1))
@@ -174,7 +174,7 @@ class BigBirdAttention(AttentionBase):
         g = gblocks.shape[1]
         index = gblocks[:, None, :, None].expand(b, h, g, bs * d)
         qg = queries.reshape(b, h, num_blocks, bs * d).gather(2, index).view(b, h, g * bs, d)
-        logits = (qg @ k.transpose(-1, -2)).masked_fill(~mask[:, None, None, :], masked_value(qg.dtype))
+        logits = (qg @ k.transpose(-1, -2)).masked_fill_(~mask[:, None, None, :], masked_value(qg.dtype))
         rows = (self._drop(logits.softmax(dim=-1)) @ v).view(b, h, g, bs * d)
         # A block listed twice (a sequence with fewer than g blocks) gets the same rows twice.
         return out.scatter(2, index, rows)

@@ -86,7 +86,7 @@ class LocalAttention(AttentionBase):
         band = (pos[:, None] - pos[None, :]).abs() <= self.window  # (n, n)
         allowed = band[None] | is_global[:, None, :] | is_global[:, :, None]  # (b, n, n)
         allowed = allowed & mask[:, None, :]
-        logits = (q @ k.transpose(-1, -2)).masked_fill(~allowed[:, None], masked_value(q.dtype))
+        logits = (q @ k.transpose(-1, -2)).masked_fill_(~allowed[:, None], masked_value(q.dtype))
         return self._drop(logits.softmax(dim=-1)) @ v
 
     def _blocked(self, q, k, v, mask, is_global, g):
@@ -107,7 +107,7 @@ class LocalAttention(AttentionBase):
         offset = torch.arange(3 * c, device=q.device)[None, :] - c - torch.arange(c, device=q.device)[:, None]
         band = offset.abs() <= c  # (c, 3c)
         valid = band[None, None] & usable[:, :, None, :]  # (b, nb, c, 3c)
-        logits = (qb @ kw.transpose(-1, -2)).masked_fill(~valid[:, None], masked_value(q.dtype))
+        logits = (qb @ kw.transpose(-1, -2)).masked_fill_(~valid[:, None], masked_value(q.dtype))
         if g == 0:
             out = self._drop(logits.softmax(dim=-1)) @ vw
             return out.reshape(b, h, nb * c, d)[:, :, :n]
@@ -121,6 +121,6 @@ class LocalAttention(AttentionBase):
         out = out.reshape(b, h, nb * c, d)[:, :, :n]
         # Global queries attend to every real key.
         qg = q.gather(2, index)
-        logits_q = (qg @ k.transpose(-1, -2)).masked_fill(~mask[:, None, None, :], masked_value(q.dtype))
+        logits_q = (qg @ k.transpose(-1, -2)).masked_fill_(~mask[:, None, None, :], masked_value(q.dtype))
         out_g = self._drop(logits_q.softmax(dim=-1)) @ v
         return out.scatter(2, index, out_g)

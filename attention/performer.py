@@ -46,20 +46,23 @@ def orthogonal_random_features(num_features: int, dim: int, generator=None) -> t
 def softmax_features(
     x: torch.Tensor, projection: torch.Tensor, stabiliser: str, mask: torch.Tensor | None
 ) -> torch.Tensor:
-    """Positive random features of ``x`` (b, h, n, d), already scaled by d^-1/4. ``stabiliser``:
-    ``row`` (queries: per-row max) or ``sequence`` (keys: max over the real keys of each sequence).
-    Padded rows (``mask`` False) come out zero for keys."""
-    logits = x @ projection.T.to(x.dtype) - 0.5 * x.square().sum(dim=-1, keepdim=True)
+    """Positive random features of ``x`` (b, h, n, d), already scaled by d^-1/4, up to a constant
+    factor per row (queries, ``stabiliser="row"``) or per sequence (keys, ``"sequence"``), factors that
+    cancel in the normalised output. Exponents are shifted by their maximum (per row; for keys over
+    the sequence's *real* keys and all features). Padded key rows come out zero."""
+    raw = x @ projection.T.to(x.dtype)  # (b, h, n, m): W x'
+    half = 0.5 * x.square().sum(dim=-1, keepdim=True)  # |x'|^2 / 2
     with torch.no_grad():
+        row_max = raw.amax(dim=-1, keepdim=True)
         if stabiliser == "row":
-            shift = logits.amax(dim=-1, keepdim=True)
+            shift = row_max - half  # the row's largest exponent W x' - |x'|^2/2
         else:
-            real = logits
+            top = row_max - half
             if mask is not None:
-                real = logits.masked_fill(~mask[:, None, :, None], -math.inf)
-            shift = real.amax(dim=(-1, -2), keepdim=True)
+                top = top.masked_fill(~mask[:, None, :, None], -math.inf)
+            shift = top.amax(dim=-2, keepdim=True)  # (b, h, 1, 1): over the real keys
             shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-    features = torch.exp(logits - shift) * projection.shape[0] ** -0.5
+    features = torch.exp(raw - (half + shift))
     if stabiliser != "row" and mask is not None:
         features = zero_padded(features, mask)
     return features
@@ -71,10 +74,13 @@ def relu_features(x: torch.Tensor, projection: torch.Tensor, mask: torch.Tensor 
 
 
 def linear_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``D^-1 phi_q (phi_k^T v)``; phi_k and v zero at padded keys."""
-    context = phi_k.transpose(-1, -2) @ v  # (b, h, m, d_v)
-    normaliser = phi_q @ phi_k.sum(dim=-2).unsqueeze(-1)  # (b, h, n, 1)
-    return (phi_q @ context) / normaliser.clamp_min(torch.finfo(normaliser.dtype).tiny)
+    """``D^-1 phi_q (phi_k^T v)`` with ``D = diag(phi_q phi_k^T 1)``; phi_k and v zero at padded keys.
+    The normaliser rides along as an extra column of ones in v."""
+    ones = v.new_ones(v.shape[:-1] + (1,))
+    context = phi_k.transpose(-1, -2) @ torch.cat([v, ones], dim=-1)  # (b, h, m, d_v + 1)
+    out = phi_q @ context
+    normaliser = out[..., -1:]
+    return out[..., :-1] / normaliser.clamp_min(torch.finfo(normaliser.dtype).tiny)
 
 
 class PerformerAttention(AttentionBase):

@@ -8,9 +8,11 @@ For each of ``num_hashes`` rounds r, tokens are hashed by a random rotation, ``h
 with R (d x nb/2) Gaussian and ``nb = 2 ceil(L / (2 c))`` buckets for a sequence of L real tokens
 (c = ``bucket_size``), sorted by (bucket, position) and cut into chunks of c; a query attends to the
 keys of its own bucket within its chunk and the chunk before. A token attends to itself only when no
-other key is available (its logit is -1e5, the paper's mask value). The rounds are combined with the
-paper's duplicate correction: a key attended in N_ij rounds has its logit lowered by log N_ij in each,
-which makes the result exactly softmax over the union of the keys a query attends in any round.
+other key is available (the paper's self logit of -1e5). The rounds are combined so that every key a
+query attends in any round counts once: the result is exactly softmax over the union of the attended
+keys, which is what the paper's duplicate correction (logits lowered by log N_ij) computes; here a
+pair already attended in an earlier round is left out of the later ones, and the rounds share one
+normaliser (each round's sums are rescaled to the largest row maximum).
 
 Per-sequence throughout: padded tokens get a bucket that sorts after every real one, chunks start at
 the sequence's first sorted token (no wrap-around), and the rotations are hashed from (seed, round,
@@ -97,6 +99,7 @@ class ReformerAttention(AttentionBase):
         rounds, c = self.num_hashes, self.bucket_size
         seed = draw_seed(q.device)
         dtype = compute_dtype(q.dtype)
+        lowest = masked_value(dtype)
         with torch.autocast(device_type=q.device.type, enabled=False):
             mask = real_mask(key_padding_mask, b, n, q.device)
             s = zero_padded((q.to(dtype) + k.to(dtype)) * 0.5, key_padding_mask)
@@ -108,65 +111,72 @@ class ReformerAttention(AttentionBase):
                 position = torch.arange(n, device=q.device)
                 order = (bucket * n + position).argsort(dim=-1)  # (b, h, R, n): sorted slot -> position
                 rank = torch.empty_like(order).scatter_(-1, order, position.expand_as(order))
-                # Sorted slots in chunks; slot n (a sentinel row) fills the last chunk and the chunk
-                # "before" the first one.
+                # Sorted slots in chunks; slot n (a sentinel) fills the last chunk and the chunk "before"
+                # the first one.
                 qpos = F.pad(order, (0, pad), value=n).view(b, h, rounds, num_chunks, c)
                 kpos = torch.cat([F.pad(qpos, (0, 0, 1, 0), value=n)[..., :-1, :], qpos], dim=-1)
-                bucket_ext = F.pad(bucket, (0, 1), value=-1)
-                qbucket = _take(bucket_ext, qpos)
-                kbucket = _take(bucket_ext, kpos)
-                kreal = _take(F.pad(mask, (0, 1))[:, None, None].expand(b, h, rounds, n + 1), kpos)
-                valid = kreal[..., None, :] & (qbucket[..., :, None] == kbucket[..., None, :])
-                self_pair = qpos[..., :, None] == kpos[..., None, :]
-                log_count = self._log_duplicates(bucket, rank, qpos, kpos, dtype) if rounds > 1 else None
+                keep = self._attended(bucket, rank, qpos, kpos, num_chunks)  # (b, h, R, NC, c, 2c)
             keys = s / s.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
             sq = _rows(s * d**-0.5, qpos)  # (b, h, R, NC, c, d)
             sk, sv = _rows(keys, kpos), _rows(v32, kpos)  # (b, h, R, NC, 2c, d)
-            logits = sq @ sk.transpose(-1, -2)
-            logits = logits.masked_fill(self_pair, SELF_LOGIT)
-            if log_count is not None:
-                logits = logits - log_count
-            logits = logits.masked_fill(~valid, masked_value(dtype))
-            lse = logits.logsumexp(dim=-1, keepdim=True)
-            weights = torch.exp(logits - lse)
+            logits = (sq @ sk.transpose(-1, -2)).masked_fill_(~keep, lowest)
+            row_max = logits.detach().amax(dim=-1, keepdim=True)
+            weights = torch.exp(logits - row_max)  # unnormalised; every round is normalised together below
+            total = weights.sum(dim=-1)
             if self.training and self.dropout > 0:
                 weights = F.dropout(weights, self.dropout)
             out = (weights @ sv).view(b, h, rounds, num_chunks * c, d)
-            lse = lse.view(b, h, rounds, num_chunks * c)
-            # Back to positions: slot rank[i] of each round holds position i.
+            # Back to positions (slot rank[i] of each round holds position i), then the rounds together:
+            # softmax over the union of the keys attended in any round.
             out = out.gather(3, rank[..., None].expand(b, h, rounds, n, d))
-            lse = lse.gather(3, rank)
-            out = (lse.softmax(dim=2)[..., None] * out).sum(dim=2)
+            total = total.view(b, h, rounds, num_chunks * c).gather(3, rank)
+            row_max = row_max.view(b, h, rounds, num_chunks * c).gather(3, rank)
+            top = row_max.amax(dim=2, keepdim=True)
+            scale = torch.exp(row_max - top)  # (b, h, R, n)
+            out = (scale[..., None] * out).sum(dim=2) / (scale * total).sum(dim=2)[..., None]
+            # A token with no other key in its buckets attends to itself (the paper's -1e5 self logit).
+            alone = (top.squeeze(2) == lowest)[..., None]
+            out = torch.where(alone, v32, out)
         return out.to(v.dtype)
 
-    def _log_duplicates(self, bucket, rank, qpos, kpos, dtype):
-        """log N_ij: in how many rounds key j is attended by query i (same bucket, and j's chunk is i's
-        or the one before), for every query-key pair of every round's chunks."""
+    def _attended(self, bucket, rank, qpos, kpos, num_chunks):
+        """Which key of each round's window a query attends, each pair in one round only: key j is
+        attended by query i in round r when they share r's bucket and j's chunk is i's or the one
+        before; a pair already attended in an earlier round is left out (so every key counts once),
+        and so is the token itself (handled after the rounds are combined)."""
         b, h, rounds, n = bucket.shape
         c = self.bucket_size
         chunk = torch.div(rank, c, rounding_mode="floor")
-        # Per position, every round's bucket and chunk; the sentinel row never matches a real one.
-        sig_bucket = bucket.transpose(2, 3)  # (b, h, n, R); the sentinel slots' pairs are never valid
-        sig_chunk = chunk.transpose(2, 3)
-        qb, kb = _rows(sig_bucket, qpos), _rows(sig_bucket, kpos)  # (..., c, R), (..., 2c, R)
-        qc, kc = _rows(sig_chunk, qpos), _rows(sig_chunk, kpos)
-        count = torch.zeros(qpos.shape + kpos.shape[-1:], dtype=dtype, device=bucket.device)
+        # code = bucket * stride + chunk: i attends j in a round iff code_i - code_j is 0 or 1.
+        stride = num_chunks + 2
+        max_bucket = 2 * max(1, -(-n // (2 * c)))  # padded tokens' bucket, the largest
+        code_dtype = torch.int32 if (max_bucket + 2) * stride < 2**30 else torch.int64
+        code = (bucket * stride + chunk).to(code_dtype)
+        code = F.pad(code.transpose(2, 3), (0, 0, 0, 1), value=-4 * stride)  # (b, h, n + 1, R); n: sentinel
+        q_code, k_code = _rows(code, qpos, pad=False), _rows(code, kpos, pad=False)  # (..., c | 2c, R)
+
+        def attends(r):
+            gap = q_code[..., r, None] - k_code[..., None, :, r]
+            return (gap >> 1) == 0  # gap in {0, 1}
+
+        keep = []
         for r in range(rounds):
-            gap = qc[..., r, None] - kc[..., None, :, r]
-            count += ((qb[..., r, None] == kb[..., None, :, r]) & (gap >= 0) & (gap <= 1)).to(dtype)
-        return count.clamp_min(1.0).log()
+            current = attends(r)[:, :, r]  # the round's own window, at the round's own slots
+            for earlier in range(r):
+                current = current & ~attends(earlier)[:, :, r]
+            keep.append(current)
+        keep = torch.stack(keep, dim=2)  # (b, h, R, NC, c, 2c)
+        self_pair = F.pad(
+            torch.eye(c, dtype=torch.bool, device=bucket.device), (c, 0)
+        )  # slot a <-> key c + a
+        return keep & ~self_pair
 
 
-def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``x`` (b, h, R, m) at ``index`` (b, h, R, ...): per round, the entries of the given slots."""
-    b, h, rounds = index.shape[:3]
-    return x.gather(3, index.reshape(b, h, rounds, -1)).view(index.shape)
-
-
-def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def _rows(x: torch.Tensor, index: torch.Tensor, pad: bool = True) -> torch.Tensor:
     """Rows of ``x`` (b, h, n, e) at positions ``index`` (b, h, ...), where ``index == n`` is a zero
-    row: (b, h, ..., e)."""
-    b, h, n, e = x.shape
-    x = F.pad(x, (0, 0, 0, 1))
+    row (``pad=False``: ``x`` has that row already): (b, h, ..., e)."""
+    if pad:
+        x = F.pad(x, (0, 0, 0, 1))
+    b, h, _, e = x.shape
     flat = index.reshape(b, h, -1)
     return x.gather(2, flat[..., None].expand(b, h, flat.shape[-1], e)).view(*index.shape, e)
