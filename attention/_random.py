@@ -6,6 +6,10 @@ gets would change with that length; hashed from their own indices they do not, s
 same random blocks and rotations alone or padded inside any batch. One seed per forward is drawn from
 torch's global generator (:func:`draw_seed`), so ``torch.manual_seed`` reproduces a forward exactly.
 
+In evaluation mode a module uses a fixed seed instead (:func:`forward_seed`): its ``eval_seed`` buffer,
+drawn once at construction (so it follows the run's seed and is saved in checkpoints), which makes
+evaluation deterministic and independent of the evaluation batch size.
+
 The hash works on int64 tensors with every intermediate below 2^48 (multiplications modulo the prime
 2^31 - 1, alternated with xor-shifts), so it is exact on every device.
 """
@@ -30,6 +34,19 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
 def draw_seed(device) -> torch.Tensor:
     """One seed from torch's global (CPU) generator, as a 0-d int64 tensor on ``device``."""
     return torch.randint(0, PRIME, (), dtype=torch.int64).to(device)
+
+
+def eval_seed() -> torch.Tensor:
+    """A seed for a module's ``eval_seed`` buffer, from torch's global generator."""
+    return torch.randint(0, PRIME, (), dtype=torch.int64)
+
+
+def forward_seed(module: torch.nn.Module, device) -> torch.Tensor:
+    """Training: a fresh seed from torch's global generator every forward; evaluation: the module's
+    ``eval_seed`` buffer."""
+    if module.training:
+        return draw_seed(device)
+    return module.eval_seed.to(device)
 
 
 def counter_hash(seed: torch.Tensor, *indices: torch.Tensor) -> torch.Tensor:

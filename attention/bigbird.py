@@ -10,9 +10,9 @@ hold real tokens of a sequence:
   ``num_random_blocks`` (r) random blocks drawn per head and query block, without replacement, among
   the sequence's own blocks that are neither neighbours nor global. Each key block is counted once.
 
-The random blocks are redrawn every forward from one seed taken from torch's global generator and
-hashed with (head, query block, key block) (:mod:`attention._random`), so a sequence draws the same
-blocks alone or padded inside any batch. O(n (3 + g + r) b d) time and memory (b = block size).
+The random blocks are hashed from (seed, head, query block, key block) (:mod:`attention._random`), so
+a sequence draws the same blocks alone or padded inside any batch; the seed is drawn from torch's
+global generator every training forward, and is the module's fixed ``eval_seed`` in evaluation. O(n (3 + g + r) b d) time and memory (b = block size).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from attention._common import (
     real_mask,
     zero_padded,
 )
-from attention._random import counter_uniform, draw_seed
+from attention._random import counter_uniform, eval_seed, forward_seed
 from attention.base import AttentionBase, check_inputs
 
 
@@ -93,6 +93,7 @@ class BigBirdAttention(AttentionBase):
         self.num_random_blocks = num_random_blocks
         self.num_global_blocks = num_global_blocks
         self.dropout = dropout
+        self.register_buffer("eval_seed", eval_seed())  # the random draws in evaluation mode
 
     def extra_repr(self) -> str:
         return (
@@ -140,7 +141,7 @@ class BigBirdAttention(AttentionBase):
         bs = self.block_size
         num_blocks = -(-n // bs)
         pad = num_blocks * bs - n
-        seed = draw_seed(q.device)
+        seed = forward_seed(self, q.device)
         dtype = compute_dtype(q.dtype)
         with torch.autocast(device_type=q.device.type, enabled=False):
             mask = real_mask(key_padding_mask, b, n, q.device)

@@ -16,7 +16,7 @@ normaliser (each round's sums are rescaled to the largest row maximum).
 
 Per-sequence throughout: padded tokens get a bucket that sorts after every real one, chunks start at
 the sequence's first sorted token (no wrap-around), and the rotations are hashed from (seed, round,
-dimension, column) (:mod:`attention._random`; one seed per forward from torch's global generator), so
+dimension, column) (:mod:`attention._random`; a fresh seed every training forward, the fixed ``eval_seed`` in evaluation), so
 a sequence's buckets and chunks are the same alone or padded inside any batch. O(n log n) for the
 sorts, O(r n c d) for the attention.
 """
@@ -34,7 +34,7 @@ from attention._common import (
     real_mask,
     zero_padded,
 )
-from attention._random import counter_normal, draw_seed
+from attention._random import counter_normal, eval_seed, forward_seed
 from attention.base import AttentionBase, check_inputs
 
 SELF_LOGIT = -1e5  # the paper's mask value for attending to oneself
@@ -89,6 +89,7 @@ class ReformerAttention(AttentionBase):
         self.num_hashes = num_hashes
         self.bucket_size = bucket_size
         self.dropout = dropout
+        self.register_buffer("eval_seed", eval_seed())  # the random draws in evaluation mode
 
     def extra_repr(self) -> str:
         return f"num_hashes={self.num_hashes}, bucket_size={self.bucket_size}, dropout={self.dropout}"
@@ -97,7 +98,7 @@ class ReformerAttention(AttentionBase):
         check_inputs(q, k, v, key_padding_mask)
         b, h, n, d = q.shape
         rounds, c = self.num_hashes, self.bucket_size
-        seed = draw_seed(q.device)
+        seed = forward_seed(self, q.device)
         dtype = compute_dtype(q.dtype)
         lowest = masked_value(dtype)
         with torch.autocast(device_type=q.device.type, enabled=False):

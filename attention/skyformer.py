@@ -10,8 +10,9 @@ m landmarks Z taken from the 2n points gives
     out = kappa(Q', Z) pinv(kappa(Z, Z) + ridge I) kappa(Z, K') V,       O(n m d + m^3).
 
 Landmarks (``landmarks``): ``sampled`` (the paper's uniform sampling: ceil(m/2) of the sequence's real
-queries and floor(m/2) of its real keys, at ranks ``floor(u L)`` for m uniform u drawn per forward from
-torch's global generator, so a sequence draws the same landmarks alone or padded in any batch), or
+queries and floor(m/2) of its real keys, at ranks ``floor(u L)`` for m uniform u hashed from one seed
+per forward (fresh in training, the fixed ``eval_seed`` in evaluation; :mod:`attention._random`), so a
+sequence draws the same landmarks alone or padded in any batch), or
 ``segments`` (deterministic: the means of ceil(m/2) and floor(m/2) contiguous segments of the real
 queries and keys, the per-sequence segmentation of :mod:`attention._landmarks`). ``ridge``: added to
 the landmark matrix before inverting (0.1 in the authors' LRA code); the pseudo-inverse is Newton-Schulz
@@ -25,6 +26,7 @@ import torch
 from attention._common import check_int, compute_dtype, real_mask, zero_padded
 from attention._landmarks import landmark_system, segment_means, segment_sequences
 from attention._pinv import PINV_METHODS, pseudo_inverse
+from attention._random import counter_uniform, eval_seed, forward_seed
 from attention.base import AttentionBase, check_inputs
 
 LANDMARKS = ("sampled", "segments")
@@ -86,6 +88,7 @@ class SkyformerAttention(AttentionBase):
         self.ridge = float(ridge)
         self.pinv = pinv
         self.pinv_iterations = pinv_iterations
+        self.register_buffer("eval_seed", eval_seed())  # the sampled landmarks in evaluation mode
 
     def extra_repr(self) -> str:
         return (
@@ -98,7 +101,8 @@ class SkyformerAttention(AttentionBase):
         m_q = (self.num_landmarks + 1) // 2
         m_k = self.num_landmarks - m_q
         if self.landmarks == "sampled":
-            u = torch.rand(self.num_landmarks, dtype=torch.float64).to(q.device)
+            seed = forward_seed(self, q.device)
+            u = counter_uniform(seed, torch.arange(self.num_landmarks, device=q.device), dtype=torch.float64)
             zq, vq = sampled_landmarks(q, mask, u[:m_q])
             zk, vk = sampled_landmarks(k, mask, u[m_q:])
         else:

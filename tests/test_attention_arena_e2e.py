@@ -49,3 +49,46 @@ def test_performer_features_are_redrawn_by_the_training_loop_hook():
     callback.on_train_batch_start(SimpleNamespace(global_step=2), pl_module, None, 2)
     assert not any(torch.equal(c.projection, b) for c, b in zip(cores, before, strict=True))
     assert not torch.equal(cores[0].projection, cores[1].projection)  # each layer draws its own
+
+
+def test_every_attention_predicts_the_same_at_any_eval_batch_size(tmp_path):
+    """A model's test predictions are the same one sequence at a time and 64 at a time (different
+    padding), for every attention: outputs never depend on the batch, and the randomised ones use their
+    fixed evaluation seed."""
+    from hydra import compose, initialize_config_dir
+
+    from data.listops import ListOpsDataModule
+    from lra.train import build_model
+    from tests.conftest import REPO
+
+    dm = ListOpsDataModule(
+        path=str(tmp_path / "release"),
+        generated_path=str(tmp_path / "gen"),
+        cache_dir=str(tmp_path / "cache"),
+        source="generate",
+        max_len=300,
+        generate={"num_train": 8, "num_val": 8, "num_test": 48, "min_length": 10, "max_length": 300},
+        workers=1,
+    )
+    dm.prepare_data()
+    dm.setup()
+    lengths = [dm.splits["test"].num_tokens(i) for i in range(len(dm.splits["test"].labels))]
+    assert max(lengths) > 64 > min(lengths)  # blocks, windows and buckets really differ with padding
+    small = {"local": ["attention.window=16"], "bigbird": ["attention.block_size=16"]}
+    small |= {"reformer": ["attention.bucket_size=16"], "linformer": ["attention.proj_len=32"]}
+    for name in attention_names():
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(
+                "config", [f"attention={name}", "model.max_len=300", "model.dropout=0", *small.get(name, [])]
+            )
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+
+        one, many = _predict(model, dm, 1), _predict(model, dm, 48)
+        torch.testing.assert_close(one, many, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _predict(model, dm, batch_size: int) -> torch.Tensor:
+    dm.eval_batch_size = batch_size
+    with torch.no_grad():
+        return torch.cat([model(b["input_ids"], b["mask"]) for b in dm.test_dataloader()])

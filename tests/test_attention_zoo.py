@@ -245,11 +245,26 @@ def test_bigbird_matches_its_definition(bs, r, g):
     check_real(out, dense_bigbird(q, k, v, mask, bs, r, g, seed), mask)
 
 
-def test_bigbird_random_blocks_change_between_forwards_and_follow_the_seed():
-    module = BigBirdAttention(H, D, block_size=4, num_random_blocks=2, num_global_blocks=0).double().eval()
+RANDOMISED = [
+    pytest.param(
+        lambda: BigBirdAttention(H, D, block_size=4, num_random_blocks=2, dropout=0.0), id="bigbird"
+    ),
+    pytest.param(lambda: ReformerAttention(H, D, num_hashes=2, bucket_size=4, dropout=0.0), id="reformer"),
+    pytest.param(lambda: SkyformerAttention(H, D, num_landmarks=8), id="skyformer"),
+]
+
+
+@pytest.mark.parametrize("make", RANDOMISED)
+def test_random_draws_change_in_training_and_are_fixed_in_evaluation(make):
+    torch.manual_seed(0)
+    module = make().double()
     q, k, v = qkv(1, 64)
     a, b_, c = run(module, q, k, v, seed=0), run(module, q, k, v, seed=1), run(module, q, k, v, seed=0)
-    assert torch.equal(a, c) and rel(a, b_) > 1e-3
+    assert torch.equal(a, c) and rel(a, b_) > 1e-3  # training: every forward draws, from torch's seed
+    module.eval()
+    d, e = run(module, q, k, v, seed=0), run(module, q, k, v, seed=1)
+    assert torch.equal(d, e)  # evaluation: the module's eval_seed, whatever the global generator
+    assert "eval_seed" in module.state_dict()
 
 
 # -- reformer --------------------------------------------------------------------------------------
@@ -336,7 +351,7 @@ def test_skyformer_matches_its_definition(landmarks):
     mask = lengths_mask(30, [30, 19, 3])  # the last has empty segments
     out = run(module, q, k, v, mask)
     torch.manual_seed(0)
-    u = torch.rand(m, dtype=torch.float64)
+    u = counter_uniform(draw_seed("cpu"), torch.arange(m), dtype=torch.float64)
     check_real(out, dense_skyformer(q, k, v, mask, m, landmarks, 0.1, u), mask, tol=1e-8)
 
 
