@@ -56,16 +56,25 @@ def bucket_counts(mask: torch.Tensor, bucket_size: int) -> torch.Tensor:
 
 
 def hash_buckets(s: torch.Tensor, mask: torch.Tensor, seed: torch.Tensor, num_hashes: int, bucket_size: int):
-    """(b, h, R, n) bucket of every token in every round; padded tokens get 2 * columns (sorts last)."""
+    """(b, h, R, n) bucket of every token in every round; padded tokens get 2 * columns (sorts last).
+
+    ``argmax([sR; -sR])`` over a sequence's first ``ceil(L / 2c)`` columns of R. R has about n / 2c
+    columns, so hashing costs O(n^2 d / c) flops (as the paper's scheme with L / c buckets does); tokens
+    are hashed in slices so that its memory stays O(n)."""
     b, h, n, d = s.shape
     columns = max(1, -(-n // (2 * bucket_size)))
-    half = bucket_counts(mask, bucket_size)  # (b,)
-    rotated = torch.einsum("bhnd,rdc->bhrnc", s, rotations(seed, num_hashes, d, columns, s.dtype))
-    used = (torch.arange(columns, device=s.device)[None, :] < half[:, None])[:, None, None, None, :]
-    neg = torch.full((), float("-inf"), dtype=s.dtype, device=s.device)
-    both = torch.cat([torch.where(used, rotated, neg), torch.where(used, -rotated, neg)], dim=-1)
-    top = both.argmax(dim=-1)  # (b, h, R, n) in [0, 2 columns)
-    bucket = torch.where(top < columns, top, top - columns + half[:, None, None, None])
+    half = bucket_counts(mask, bucket_size)[:, None, None, None]  # (b, 1, 1, 1)
+    rot = rotations(seed, num_hashes, d, columns, s.dtype)
+    unused = torch.arange(columns, device=s.device) >= half[..., None]  # (b, 1, 1, 1, columns)
+    step = max(1, 2**24 // (b * h * num_hashes * columns))
+    buckets = []
+    for start in range(0, n, step):
+        rotated = torch.einsum("bhnd,rdc->bhrnc", s[:, :, start : start + step], rot)
+        up = rotated.masked_fill(unused, float("-inf")).max(dim=-1)  # best of sR
+        down = rotated.masked_fill(unused, float("inf")).min(dim=-1)  # best of -sR
+        # argmax over [sR; -sR]: the first half wins ties
+        buckets.append(torch.where(up.values >= -down.values, up.indices, down.indices + half))
+    bucket = torch.cat(buckets, dim=-1)
     return torch.where(mask[:, None, None, :], bucket, 2 * columns)
 
 
