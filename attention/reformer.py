@@ -16,9 +16,10 @@ normaliser (each round's sums are rescaled to the largest row maximum).
 
 Per-sequence throughout: padded tokens get a bucket that sorts after every real one, chunks start at
 the sequence's first sorted token (no wrap-around), and the rotations are hashed from (seed, round,
-dimension, column) (:mod:`attention._random`; a fresh seed every training forward, the fixed ``eval_seed`` in evaluation), so
-a sequence's buckets and chunks are the same alone or padded inside any batch. O(n log n) for the
-sorts, O(r n c d) for the attention.
+dimension, column) (:mod:`attention._random`; a fresh seed every training forward, the fixed
+``eval_seed`` in evaluation), so a sequence's buckets and chunks are the same alone or padded inside any
+batch. O(n log n) for the sorts, O(r n c d) for the attention, O(r n^2 d / c) flops (O(n) memory) for
+hashing against the n / 2c rotation columns.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from attention._common import (
 from attention._random import counter_normal, eval_seed, forward_seed
 from attention.base import AttentionBase, check_inputs
 
-SELF_LOGIT = -1e5  # the paper's mask value for attending to oneself
+SELF_LOGIT = -1e5  # the paper's mask value for attending to oneself (a token alone attends to itself)
 
 
 def rotations(seed: torch.Tensor, num_hashes: int, dim: int, columns: int, dtype) -> torch.Tensor:

@@ -23,7 +23,7 @@ def test_softmax_matches_explicit_formula():
     q, k, v = (torch.randn(2, 3, 17, 8, dtype=torch.float64) for _ in range(3))
     mask = torch.ones(2, 17, dtype=torch.bool)
     mask[1, 11:] = False
-    out = SoftmaxAttention(3, 8)(q, k, v, mask)
+    out = SoftmaxAttention(3, 8, dropout=0.0)(q, k, v, mask)
     torch.testing.assert_close(out, reference_attention(q, k, v, mask))
 
 
@@ -32,7 +32,7 @@ def test_padded_keys_never_change_real_outputs():
     q, k, v = (torch.randn(2, 2, 20, 8) for _ in range(3))
     mask = torch.ones(2, 20, dtype=torch.bool)
     mask[0, 13:] = False
-    attn = SoftmaxAttention(2, 8)
+    attn = SoftmaxAttention(2, 8, dropout=0.0)
     out = attn(q, k, v, mask)
     k2, v2 = k.clone(), v.clone()
     k2[0, :, 13:] = 1e3 * torch.randn_like(k2[0, :, 13:])
