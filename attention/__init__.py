@@ -13,8 +13,27 @@ This package depends on torch only.
 """
 
 from attention.base import AttentionBase
+from attention.bigbird import BigBirdAttention
+from attention.linear import LinearAttention
+from attention.linformer import LinformerAttention
+from attention.local import LocalAttention
 from attention.nystrom import NystromAttention
+from attention.performer import PerformerAttention
+from attention.reformer import ReformerAttention
+from attention.skyformer import SkyformerAttention
 from attention.softmax import SoftmaxAttention
 from attention.spectral_shift import SpectralShiftAttention
 
-__all__ = ["AttentionBase", "NystromAttention", "SoftmaxAttention", "SpectralShiftAttention"]
+__all__ = [
+    "AttentionBase",
+    "BigBirdAttention",
+    "LinearAttention",
+    "LinformerAttention",
+    "LocalAttention",
+    "NystromAttention",
+    "PerformerAttention",
+    "ReformerAttention",
+    "SkyformerAttention",
+    "SoftmaxAttention",
+    "SpectralShiftAttention",
+]

@@ -15,6 +15,7 @@ from lra import results
 from lra.compare import build, plots
 from lra.compare.__main__ import main as compare_main
 from lra.compare.collect import collect, read_curves
+from lra.compare.published import PUBLISHED
 from lra.results import RunRecord
 
 # A 1x1 PNG, standing in for a benchmark's plot.
@@ -180,7 +181,7 @@ def test_dashboard_tables(runs_root, tmp_path):
     assert row(lra, "nystrom")[0][1] == "40.00 ± 7.07 (n=2, 1 failed)"
     assert row(lra, "spectral_shift")[0][1] == "failed (1 of 1)"
     published = [cells for kind, cells in lra if kind == "published"]
-    assert len(published) == 7 and all("[published]" in cells[0] for cells in published)
+    assert len(published) == len(PUBLISHED) and all("[published]" in cells[0] for cells in published)
     assert ["37.10", "65.02", "79.35", "38.20", "74.16", "58.77"] in [cells[1:] for cells in published]
 
     speed = tables["speed-table"]
@@ -268,3 +269,9 @@ def test_data_source_column_and_rows(tmp_path):
     assert cells == ["generate (seed 0) · bbbbbbbbbb", "release · aaaaaaaaaa", "release · aaaaaaaaaa", "—"]
     labels = {cells[0] for kind, cells in tables["lra-table"] if kind in ("ours", "failed")}
     assert "softmax [used=generate]" in labels and len(labels) >= 2
+
+
+def test_every_published_row_reproduces_its_printed_average():
+    # A guard against a mistyped number: each row's five accuracies average to what its source printed.
+    for row in PUBLISHED:
+        assert abs(sum(row.accuracy.values()) / len(row.accuracy) - row.average) < 0.006, row.label

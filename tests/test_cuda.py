@@ -87,3 +87,40 @@ def test_run_on_the_gpu_records_cuda_memory_and_speed(tmp_path, listops_args):
     assert record["status"] == "completed"
     assert record["peak_memory_kind"] == "cuda_max_allocated" and record["peak_memory_bytes"] > 0
     assert record["train_steps_per_s"] > 0 and record["compute"]["workers"] >= 0
+
+
+ARENA = ["linformer", "performer", "linear", "local", "bigbird", "reformer", "skyformer"]
+ARENA_SMALL = {  # small blocks, windows and buckets so that every path runs at n = 300
+    "linformer": {"proj_len": 32},
+    "performer": {"num_features": 64},
+    "linear": {},
+    "local": {"window": 16, "num_global": 2},
+    "bigbird": {"block_size": 16},
+    "reformer": {"bucket_size": 16},
+    "skyformer": {"num_landmarks": 32},
+}
+
+
+@pytest.mark.parametrize("name", ARENA)
+def test_arena_bf16_autocast_and_cpu_agreement_on_cuda(name):
+    from lra.registry import benchmark_overrides, build_attention
+
+    torch.manual_seed(0)
+    attn = build_attention(name, 2, 32, max_len=512, **benchmark_overrides(name), **ARENA_SMALL[name]).cuda()
+    q, k, v = qkv()
+    mask = torch.arange(300, device="cuda")[None, :] < torch.tensor([300, 200, 20], device="cuda")[:, None]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        torch.manual_seed(1)
+        out = attn(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+    # float64 on both devices: the same random draws (seeded from the CPU generator) give the same output
+    attn = attn.double()
+    q, k, v = (t.detach().double() for t in (q, k, v))
+    torch.manual_seed(1)
+    gpu = attn(q, k, v, mask)
+    torch.manual_seed(1)
+    cpu = attn.cpu()(q.cpu(), k.cpu(), v.cpu(), mask.cpu())
+    real = mask.cpu()[:, None, :, None].expand_as(cpu)
+    torch.testing.assert_close(gpu.cpu()[real], cpu[real], rtol=1e-6, atol=1e-8)

@@ -10,10 +10,12 @@
   RSS just before it; glibc's mmap threshold is pinned so freed tensors really leave the RSS.
   CUDA: ``max_memory_allocated`` minus the memory allocated before the step.
 - Rows: every attention config of ``conf/attention/`` (the registry, ``lra/registry.py``) at its
-  defaults (dropout off), each with the conv skip off as well where it has one
-  (``nystrom:conv_kernel=0``), dense softmax that materialises n x n, and the published
-  ``nystrom-attention`` package as a reference (same m, iterations, conv kernel; identity projections
-  so that it sees the same q, k, v). ``--variants`` takes any ``name[:key=value,...]``.
+  defaults (dropout off, ``--landmarks`` where it has ``num_landmarks``, ``max_len`` = n), each with
+  the conv skip off as well where it has one (``nystrom:conv_kernel=0``), dense softmax that
+  materialises n x n, and the published PyTorch implementations that import
+  (:mod:`lra.bench.packages`: nystrom-attention, performer-pytorch, linformer, local-attention,
+  reformer-pytorch at the matching settings, fed the same q, k, v). ``--variants`` takes any
+  ``name[:key=value,...]`` or reference row.
 
 Writes ``efficiency.json`` and ``efficiency.png`` (time and memory vs length, log scale).
 """
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 from attention.reference import dense_softmax_attention
+from lra.bench.packages import PACKAGES, available, build_package
 from lra.registry import (
     attention_names,
     benchmark_overrides,
@@ -43,14 +46,14 @@ from lra.registry import (
     split_variants,
 )
 
-REFERENCES = ("softmax-dense", "nystrom-attention-pkg")  # rows that are not attention configs
+REFERENCES = ("softmax-dense", *PACKAGES)  # rows that are not attention configs
 BASELINE = "nystrom"
 
 
 def default_variants() -> list[str]:
     names = attention_names()
     noconv = [f"{n}:conv_kernel=0" for n in names if has_knob(n, "conv_kernel")]
-    return [*names, "softmax-dense", *noconv, "nystrom-attention-pkg"]
+    return [*names, "softmax-dense", *noconv, *(row for row in PACKAGES if available(row))]
 
 
 class DenseSoftmax(nn.Module):
@@ -61,40 +64,16 @@ class DenseSoftmax(nn.Module):
         return dense_softmax_attention(q, k, v, key_padding_mask)
 
 
-class PackageNystrom(nn.Module):
-    """The ``nystrom-attention`` package's layer fed our q, k, v: its projections are identities."""
-
-    def __init__(self, heads: int, head_dim: int, landmarks: int, iterations: int, conv_kernel: int):
-        super().__init__()
-        from nystrom_attention import NystromAttention as Published
-
-        self.inner = Published(
-            dim=heads * head_dim,
-            dim_head=head_dim,
-            heads=heads,
-            num_landmarks=landmarks,
-            pinv_iterations=iterations,
-            residual=conv_kernel > 0,
-            residual_conv_kernel=max(conv_kernel, 1),
-        )
-        self.inner.to_qkv = nn.Identity()
-        self.inner.to_out = nn.Identity()
-
-    def forward(self, q, k, v, key_padding_mask=None):
-        b, h, n, d = q.shape
-        x = torch.cat([t.transpose(1, 2).reshape(b, n, h * d) for t in (q, k, v)], dim=-1)
-        out = self.inner(x, mask=key_padding_mask)
-        return out.reshape(b, n, h, d).transpose(1, 2)
-
-
-def build(variant: str, heads: int, head_dim: int, landmarks: int) -> nn.Module:
-    """A registry variant (``name[:key=value,...]``) or one of the reference rows."""
+def build(variant: str, heads: int, head_dim: int, landmarks: int, n: int | None = None) -> nn.Module:
+    """A registry variant (``name[:key=value,...]``) or one of the reference rows, for sequences of
+    length ``n`` (``max_len``: Linformer's projections have one row per position)."""
     if variant == "softmax-dense":
         return DenseSoftmax()
-    if variant == "nystrom-attention-pkg":
-        return PackageNystrom(heads, head_dim, landmarks, iterations=6, conv_kernel=35)
+    if variant in PACKAGES:
+        return build_package(variant, heads, head_dim, landmarks, n or 4096)
     name, overrides = parse_variant(variant)
-    return build_attention(variant, heads, head_dim, **{**benchmark_overrides(name, landmarks), **overrides})
+    kwargs = {**benchmark_overrides(name, landmarks), **overrides}
+    return build_attention(variant, heads, head_dim, max_len=n, **kwargs)
 
 
 def make_inputs(batch, heads, n, head_dim, device, seed=0):
@@ -141,7 +120,9 @@ def _timer(device: str):
 def time_length(variants, n, args, device) -> dict[str, list[float]]:
     """Interleaved, repeated forward+backward times (seconds) of every variant at length ``n``."""
     q, k, v, grad = make_inputs(args.batch, args.heads, n, args.head_dim, device)
-    modules = {name: build(name, args.heads, args.head_dim, args.landmarks).to(device) for name in variants}
+    modules = {
+        name: build(name, args.heads, args.head_dim, args.landmarks, n).to(device) for name in variants
+    }
     timed = _timer(device)
     for module in modules.values():  # warm-up: lazy initialisation, allocator caches
         for _ in range(args.warmup):
@@ -204,7 +185,7 @@ def _status_kib(field: str) -> int:
 def measure_memory_here(variant, n, args, device) -> dict:
     """Peak memory of one forward+backward, measured in this (fresh) process."""
     q, k, v, grad = make_inputs(args.batch, args.heads, n, args.head_dim, device)
-    module = build(variant, args.heads, args.head_dim, args.landmarks).to(device)
+    module = build(variant, args.heads, args.head_dim, args.landmarks, n).to(device)
     step(module, q, k, v, grad)  # warm-up: one-off allocations are not the layer's working memory
     for t in (q, k, v):
         t.grad = None
@@ -260,6 +241,7 @@ def format_table(results: dict, device: str) -> str:
     tables = [
         ("forward+backward time (ms, median)", "time_s", lambda x: f"{1e3 * x:.1f}"),
         (f"time relative to {BASELINE} (median of paired ratios)", "ratio_to_nystrom", lambda x: f"{x:.2f}"),
+        ("time relative to SDPA softmax (median of paired ratios)", "ratio_to_softmax", lambda x: f"{x:.2f}"),
         ("peak memory of one forward+backward (MiB)", "peak_bytes", lambda x: f"{x / 2**20:.1f}"),
     ]
     out = []

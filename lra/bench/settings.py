@@ -47,6 +47,8 @@ def fidelity_settings(landmarks: int) -> dict[str, str]:
 
     settings = {name: variant(name) for name in attention_names()}
     settings["nystrom-exact-pinv"] = variant("nystrom", "pinv=exact")
+    if "skyformer" in settings:
+        settings["skyformer-segments"] = variant("skyformer", "landmarks=segments")
     for label, knobs in SPECTRAL_SHIFT_GRID.items():
         settings[label] = variant("spectral_shift", knobs)
     for rank in RANKS:
