@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     if "efficiency" not in skip:
         lengths = "64,128" if args.smoke else "512,1024,2048,4096,8192,16384"
         extra = ["--batch", "1", "--reps", "1", "--landmarks", "16", "--no-memory"] if args.smoke else []
+        if args.smoke:  # the orchestration, not every variant: the default suite stays short
+            extra += ["--variants", "softmax,nystrom,spectral_shift"]
         efficiency = [py, "-m", "lra.bench", "efficiency", "--devices", device, "--lengths", lengths]
         steps.run("efficiency", [*efficiency, *extra, "--out", str(out / "efficiency")], 240, child_env)
     if "step" not in skip:
