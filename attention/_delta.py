@@ -19,24 +19,27 @@ def window_logits(f: NystromFactors, window: int) -> tuple[torch.Tensor, torch.T
     """``q_i . k_j`` for the ``2 w + 1`` positions ``j = i + o``, ``|o| <= w``: (b, h, n, 2w + 1) logits
     (column ``w`` is ``j = i``) and the (b, n, 2w + 1) mask of those ``j`` that exist and are real.
 
-    Blocks of ``w`` queries against the keys of their own and the two neighbouring blocks: batched
-    GEMMs of (w x d) by (d x 3w), O(n w d), nothing n x n.
+    Blocks of ``2 w`` queries against the ``4 w`` keys from ``w`` before the block to ``w`` after it:
+    batched GEMMs of (2w x d) by (d x 4w), O(n w d), nothing n x n. Each query's band is then a
+    diagonal strip of its block's logits, read out by padding every row by one column ("skewing").
     """
     q, k, mask = f.q, f.k, f.mask
     b, h, n, d = q.shape
     width = 2 * window + 1
-    blocks = -(-n // window)
-    size = blocks * window
-    q_blocks = torch.nn.functional.pad(q, (0, 0, 0, size - n)).view(b, h, blocks, window, d)
-    keys = torch.nn.functional.pad(k, (0, 0, window, size - n + window))  # block t: keys [tw - w, tw + 2w)
-    # The previous, own and next block of keys side by side: three contiguous slices, one copy.
+    span = 2 * window  # queries per block
+    blocks = -(-n // span)
+    size = blocks * span
+    q_blocks = torch.nn.functional.pad(q, (0, 0, 0, size - n)).view(b, h, blocks, span, d)
+    keys = torch.nn.functional.pad(k, (0, 0, window, size - n + window))  # block t: [t 2w - w, t 2w + 3w)
+    # The block's own keys and the next block's, side by side: two contiguous slices, one copy.
     k_blocks = torch.cat(
-        [keys[:, :, s * window : s * window + size].view(b, h, blocks, window, d) for s in range(3)], dim=-2
+        [keys[:, :, s * span : s * span + size].view(b, h, blocks, span, d) for s in range(2)], dim=-2
     )
-    logits = q_blocks @ k_blocks.transpose(-1, -2)  # (b, h, blocks, w, 3w)
+    logits = q_blocks @ k_blocks.transpose(-1, -2)  # (b, h, blocks, 2w, 4w)
+    # Row r of a block needs columns r .. r + 2w: with rows of 4w + 1 entries they start at column 0.
+    skewed = torch.nn.functional.pad(logits.flatten(-2), (0, span)).view(b, h, blocks, span, 2 * span + 1)
+    near = skewed[..., :width].reshape(b, h, size, width)[:, :, :n]
     offsets = torch.arange(-window, window + 1, device=q.device)
-    column = torch.arange(window, device=q.device)[:, None] + window + offsets[None, :]  # (w, 2w + 1)
-    near = logits.gather(-1, column.expand(b, h, blocks, window, width)).reshape(b, h, size, width)[:, :, :n]
     pos = torch.arange(n, device=q.device)[:, None] + offsets[None, :]  # (n, 2w + 1)
     inside = (pos >= 0) & (pos < n)
     real = mask.gather(1, pos.clamp(0, n - 1).flatten()[None].expand(b, -1)).view(b, n, width)

@@ -252,3 +252,24 @@ def test_diagonal_form_delta_is_the_mean_row_shift_and_restores_the_diagonal():
     torch.testing.assert_close(own + shift, torch.maximum(truth, own))  # clip at 0: never below a_i
     ss(q, k, v)
     torch.testing.assert_close(ss.diagnostics["delta"], shift.mean(dim=-1).float().mean(0))
+
+
+@pytest.mark.parametrize("n, window", [(50, 1), (50, 3), (50, 16), (7, 16), (64, 16)])
+def test_window_logits_are_the_band_of_the_dense_logits(n, window):
+    """The block-local GEMMs read out exactly q_i . k_j for |i - j| <= w, with padded and
+    out-of-range keys masked, at lengths that are not a multiple of the block."""
+    from attention._delta import window_logits
+
+    q, k, v = qkv(n=n)
+    mask = torch.ones(2, n, dtype=torch.bool)
+    mask[1, n - n // 3 :] = False
+    f = nystrom_factors(q, k, v, mask, 4, keep_row_max=True)
+    near, real = window_logits(f, window)
+    dense = f.q @ f.k.transpose(-1, -2)
+    for i in range(n):
+        for c, o in enumerate(range(-window, window + 1)):
+            j = i + o
+            exists = 0 <= j < n
+            assert bool(real[1, i, c]) == (exists and bool(mask[1, j]))
+            if exists:
+                torch.testing.assert_close(near[:, :, i, c], dense[:, :, i, j])
