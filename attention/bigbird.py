@@ -28,6 +28,7 @@ from attention._common import (
     real_mask,
     zero_padded,
 )
+from attention._dropout import dropout
 from attention._random import counter_uniform, eval_seed, forward_seed
 from attention.base import AttentionBase, check_inputs
 
@@ -102,7 +103,7 @@ class BigBirdAttention(AttentionBase):
         )
 
     def _drop(self, weights: torch.Tensor) -> torch.Tensor:
-        return F.dropout(weights, self.dropout) if self.training and self.dropout > 0 else weights
+        return dropout(weights, self.dropout) if self.training and self.dropout > 0 else weights
 
     def key_blocks(self, mask: torch.Tensor, num_blocks: int, seed: torch.Tensor):
         """The key blocks of every query block: (b, h, NB, K) indices, (b, h, NB, K) validity, and the

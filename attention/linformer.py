@@ -15,10 +15,10 @@ E and F are initialised N(0, 1/k) (the JL-style projection of the paper's analys
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attention._common import check_bool, check_int, check_probability, compute_dtype, zero_padded
+from attention._dropout import dropout
 from attention.base import AttentionBase, check_inputs
 
 
@@ -73,6 +73,6 @@ class LinformerAttention(AttentionBase):
             v_proj = f.transpose(-1, -2) @ v32
             weights = ((q32 @ k_proj.transpose(-1, -2)) * q.shape[-1] ** -0.5).softmax(dim=-1)
             if self.training and self.dropout > 0:
-                weights = F.dropout(weights, self.dropout)
+                weights = dropout(weights, self.dropout)
             out = weights @ v_proj
         return out.to(v.dtype)

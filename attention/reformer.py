@@ -35,6 +35,7 @@ from attention._common import (
     real_mask,
     zero_padded,
 )
+from attention._dropout import dropout
 from attention._random import counter_normal, eval_seed, forward_seed
 from attention.base import AttentionBase, check_inputs
 
@@ -135,7 +136,7 @@ class ReformerAttention(AttentionBase):
             weights = torch.exp(logits - row_max)  # unnormalised; every round is normalised together below
             total = weights.sum(dim=-1)
             if self.training and self.dropout > 0:
-                weights = F.dropout(weights, self.dropout)
+                weights = dropout(weights, self.dropout)
             out = (weights @ sv).view(b, h, rounds, num_chunks * c, d)
             # Back to positions (slot rank[i] of each round holds position i), then the rounds together:
             # softmax over the union of the keys attended in any round.

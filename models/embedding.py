@@ -3,6 +3,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attention._dropout import Dropout
+
 
 def init_embedding(table: nn.Embedding, std: float | None) -> None:
     """N(0, std^2) entries (the published LRA code uses 0.02); None keeps PyTorch's N(0, 1)."""
@@ -21,7 +23,7 @@ class TokenEmbedding(nn.Module):
         self.positions = nn.Embedding(max_len, dim)
         init_embedding(self.tokens, init_std)
         init_embedding(self.positions, init_std)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.max_len = max_len
         self.vocab_size = vocab_size
 
@@ -46,7 +48,7 @@ class PixelLinearEmbedding(nn.Module):
         self.proj = nn.Linear(1, dim)
         self.positions = nn.Embedding(max_len, dim)
         init_embedding(self.positions, init_std)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.max_len = max_len
         self.scale = float(max(vocab_size - 1, 1))
 

@@ -1,0 +1,49 @@
+"""The CPU dropout: same distribution and gradient as ``F.dropout``, only a different random stream."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attention._dropout import Dropout, dropout
+
+
+def test_keeps_each_element_with_probability_one_minus_p_and_rescales():
+    torch.manual_seed(0)
+    x = torch.ones(400_000)
+    y = dropout(x, 0.1)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 3e-3  # binomial sd ~ 5e-4
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    assert abs(y.mean().item() - 1.0) < 5e-3  # unbiased in expectation, as F.dropout
+
+
+def test_gradient_is_the_same_mask_and_scale():
+    torch.manual_seed(1)
+    x = torch.randn(64, 32, dtype=torch.float64, requires_grad=True)
+    y = dropout(x, 0.3)
+    g = torch.randn_like(y)
+    y.backward(g)
+    keep = (y != 0).to(x.dtype)
+    torch.testing.assert_close(x.grad, g * keep / 0.7)
+
+
+def test_identity_in_eval_and_at_zero_and_all_dropped_at_one():
+    x = torch.randn(8, 8)
+    assert dropout(x, 0.5, training=False) is x
+    assert dropout(x, 0.0) is x
+    assert torch.count_nonzero(dropout(x, 1.0)) == 0
+    module = Dropout(0.5).eval()
+    assert module(x) is x
+
+
+def test_low_precision_inputs_keep_their_dtype():
+    x = torch.ones(10_000, dtype=torch.bfloat16)
+    y = dropout(x, 0.25)
+    assert y.dtype == torch.bfloat16
+    assert abs((y != 0).float().mean().item() - 0.75) < 0.02
+
+
+def test_bad_probability_is_refused():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        Dropout(1.5)
