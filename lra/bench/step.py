@@ -331,6 +331,44 @@ def main(argv=None) -> int:
         load.__exit__()
 
 
+def measure_row(task: str, attention: str, samples: dict[str, list[float]], gemm: float, args) -> dict:
+    """One task x attention: median step time, ratio to the baseline, FLOPs and memory as asked."""
+    cfg = compose(task, attention, args.set)
+    row = {
+        "task": task,
+        "attention": attention,
+        "batch": int(cfg.data.batch_size),
+        "n": int(cfg.model.max_len),
+        "time_s": statistics.median(samples[attention]),
+        "time_samples_s": samples[attention],
+        "ratio": None,
+    }
+    if args.baseline in samples:
+        pairs = zip(samples[attention], samples[args.baseline], strict=True)
+        row["ratio"] = statistics.median(a / b for a, b in pairs)
+    if not args.no_flops:
+        row["flops"] = count_flops(Stepper(cfg, args.device))
+        if row["flops"]:
+            row["gflops_per_s"] = row["flops"] / row["time_s"] / 1e9
+            row["gemm_share"] = row["gflops_per_s"] / gemm
+    if not args.no_memory:
+        row |= measure_memory(task, attention, args)
+    return row
+
+
+def parallel_table(parallel: list[dict]) -> str:
+    lines = [
+        "| task | attention | 1 run alone (steps/s) | 2 runs side by side (steps/s, sum) | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {p['task']} | {p['attention']} | {p['alone_steps_per_s']:.3f} | "
+        f"{sum(p['two_jobs_steps_per_s']):.3f} | {p['aggregate_ratio']:.2f} |"
+        for p in parallel
+    ]
+    return "\n\n" + "\n".join(lines)
+
+
 def _main(args) -> int:
     if args.memory_worker:
         task, attention = args.memory_worker.split(":")
@@ -344,28 +382,8 @@ def _main(args) -> int:
     for task in args.tasks:
         samples = time_task(task, args.attentions, args)
         for attention in args.attentions:
-            cfg = compose(task, attention, args.set)
-            row = {
-                "task": task,
-                "attention": attention,
-                "batch": int(cfg.data.batch_size),
-                "n": int(cfg.model.max_len),
-                "time_s": statistics.median(samples[attention]),
-                "time_samples_s": samples[attention],
-                "ratio": None,
-            }
-            if args.baseline in samples:
-                pairs = zip(samples[attention], samples[args.baseline], strict=True)
-                row["ratio"] = statistics.median(a / b for a, b in pairs)
-            if not args.no_flops:
-                row["flops"] = count_flops(Stepper(cfg, args.device))
-                if row["flops"]:
-                    row["gflops_per_s"] = row["flops"] / row["time_s"] / 1e9
-                    row["gemm_share"] = row["gflops_per_s"] / gemm
-            if not args.no_memory:
-                row |= measure_memory(task, attention, args)
-            rows.append(row)
-            print(f"  {task}/{attention}: {row['time_s']:.3f} s/step", file=sys.stderr)
+            rows.append(measure_row(task, attention, samples, gemm, args))
+            print(f"  {task}/{attention}: {rows[-1]['time_s']:.3f} s/step", file=sys.stderr)
     record = {
         "benchmark": "step",
         "device": args.device,
@@ -383,24 +401,16 @@ def _main(args) -> int:
         record["parallel"] = [parallel_check(t, a, args) for t in args.tasks for a in args.attentions]
     record["wall_s"] = time.time() - started
     (out / "step.json").write_text(json.dumps(record, indent=1))
-    table = format_table(rows, args.baseline)
-    extra = ""
-    if record.get("parallel"):
-        extra = (
-            "\n\n| task | attention | 1 run alone (steps/s) | 2 runs side by side (steps/s, sum) | ratio |\n"
-        )
-        extra += "| --- | --- | --- | --- | --- |\n" + "\n".join(
-            f"| {p['task']} | {p['attention']} | {p['alone_steps_per_s']:.3f} | "
-            f"{sum(p['two_jobs_steps_per_s']):.3f} | {p['aggregate_ratio']:.2f} |"
-            for p in record["parallel"]
-        )
     header = (
         f"device {args.device}, {args.threads} thread(s), {args.load} spinning process(es), "
         f"GEMM rate {gemm:.1f} GFLOP/s\n\n"
     )
-    (out / "step.md").write_text(header + table + extra + "\n")
+    report = header + format_table(rows, args.baseline)
+    if record.get("parallel"):
+        report += parallel_table(record["parallel"])
+    (out / "step.md").write_text(report + "\n")
     plot(rows, out / "step.png")
-    print(header + table + extra)
+    print(report)
     print(f"wrote {out / 'step.json'}, {out / 'step.md'} and {out / 'step.png'}")
     return 0
 
