@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,20 @@ class LRADataModule(LightningDataModule):
         pin_memory: bool = False,
         seed: int = 0,
         batching: str = "random",
+        pad_to_multiple: int = 128,
     ):
         super().__init__()
+        if not isinstance(pad_to_multiple, int) or pad_to_multiple < 1:
+            raise ConfigError(
+                f"data.pad_to_multiple={pad_to_multiple!r} must be an integer >= 1 (1: no rounding)"
+            )
         if batching not in BATCHINGS:
             raise ConfigError(f"data.batching={batching!r} must be one of {'|'.join(BATCHINGS)}")
         self.path = Path(path)  # where the task's data is read from (data.path)
         self.cache_dir = Path(cache_dir)  # where its caches are built (cache_dir)
         self.strict = strict  # false: malformed rows are skipped and counted, not an error
         self.batching = batching
+        self.pad_to_multiple = pad_to_multiple
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers or 0  # None (chosen by the run, lra/resources.py) -> 0 here
@@ -158,7 +165,9 @@ class LRADataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
-            collate_fn=pad_collate,
+            collate_fn=partial(
+                pad_collate, multiple=self.pad_to_multiple, limit=getattr(self, "max_len", None)
+            ),
         )
         sized = dict(batch_size=self.batch_size if train else self.eval_batch_size, drop_last=False)
         if not train:

@@ -10,6 +10,7 @@ import torch
 from data.collate import pad_collate, pad_sequences
 from data.listops import VOCAB, DataFormatError, ListOpsDataModule, read_listops_tsv, tokenize
 from data.listops_generator import write_tsv
+from lra.errors import ConfigError
 
 VOCAB_IDS = {t: i for i, t in enumerate(VOCAB)}
 
@@ -128,6 +129,27 @@ def test_mask_comes_from_lengths_not_values():
     assert mask.tolist() == [[True, True, True], [True, False, False]]
     batch = pad_collate([{"input_ids": s, "label": i} for i, s in enumerate(seqs)])
     assert batch["label"].tolist() == [0, 1] and batch["mask"].dtype == torch.bool
+
+
+def test_padded_length_is_rounded_to_the_multiple_but_not_past_the_limit():
+    seqs = [torch.tensor([1, 2, 3]), torch.tensor([4])]
+    padded, mask = pad_sequences(seqs, multiple=4)
+    assert padded.shape == (2, 4) and mask.sum(dim=1).tolist() == [3, 1]
+    assert pad_sequences(seqs, multiple=8, limit=6)[0].shape == (2, 6)  # capped at the model's length
+    assert pad_sequences(seqs, multiple=8, limit=2)[0].shape == (2, 3)  # never shorter than the longest
+    assert pad_sequences(seqs, multiple=3)[0].shape == (2, 3)  # already a multiple
+
+
+def test_data_module_pads_batches_to_its_multiple(tmp_path):
+    write_release(tmp_path / "listops-1000")
+    dm = module(tmp_path, pad_to_multiple=16, max_len=40)
+    dm.setup("fit")
+    for batch in dm.train_dataloader():
+        n = batch["input_ids"].shape[1]
+        assert n % 16 == 0 or n == 40
+        assert batch["mask"].sum(dim=1).max() <= n
+    with pytest.raises(ConfigError, match="data.pad_to_multiple"):
+        module(tmp_path, pad_to_multiple=0)
 
 
 def test_max_len_truncates(tmp_path):
