@@ -38,14 +38,16 @@ def assert_same_run(resumed: Path, full: Path, from_step: int) -> None:
 
 
 def test_resumed_run_equals_the_uninterrupted_one(uninterrupted, tmp_path):
-    """Stopped by max_steps at step 10 (mid-epoch, after its best), then resumed to 24."""
+    """Stopped by max_steps two steps after the uninterrupted run's best (between validations, so the
+    best must come from the first run's checkpoint), then resumed to 24."""
     full, args = uninterrupted
     best_step = read_record(full)["best_step"]
-    assert best_step is not None and best_step < 10  # the stop comes after the best
-    train_here(tmp_path / "first", *args, "trainer.max_steps=10")
+    assert best_step is not None and best_step <= 20  # validated every 4 of 24 steps
+    stop = best_step + 2
+    train_here(tmp_path / "first", *args, f"trainer.max_steps={stop}")
     ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
     train_here(tmp_path / "resumed", *args, f"ckpt_path={ckpt}")
-    assert_same_run(tmp_path / "resumed", full, from_step=10)
+    assert_same_run(tmp_path / "resumed", full, from_step=stop)
     assert read_record(tmp_path / "resumed")["resumed_from"] == str(ckpt)
 
 
