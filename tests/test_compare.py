@@ -275,3 +275,31 @@ def test_every_published_row_reproduces_its_printed_average():
     # A guard against a mistyped number: each row's five accuracies average to what its source printed.
     for row in PUBLISHED:
         assert abs(sum(row.accuracy.values()) / len(row.accuracy) - row.average) < 0.006, row.label
+
+
+def test_curves_of_a_resumed_run_continue_the_runs_it_was_resumed_from(tmp_path, monkeypatch):
+    """Two pieces killed before writing results.json (the second's Hydra config names the first's
+    checkpoint), then a piece that recorded ``resumed_from``: the curve is the whole run's, each piece
+    up to where the next took over, and paths relative to where the runs were started are found."""
+    root = tmp_path / "outputs" / "runs"
+
+    def piece(name: str, rows: str, resumed_from: str | None, record: bool) -> Path:
+        run_dir = root / name
+        (run_dir / "csv" / "version_0").mkdir(parents=True)
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+        (run_dir / "csv" / "version_0" / "metrics.csv").write_text("step,train/loss,val/acc\n" + rows)
+        (run_dir / ".hydra").mkdir()
+        ckpt_line = f"ckpt_path: {resumed_from}\n" if resumed_from else ""
+        (run_dir / ".hydra" / "config.yaml").write_text("task:\n  name: listops\n" + ckpt_line)
+        if record:
+            results.write(run_dir, RunRecord(status="interrupted", resumed_from=resumed_from))
+        return run_dir
+
+    piece("a", "9,2.3,\n19,,0.1\n29,2.1,0.15\n", None, record=False)  # killed: no results.json
+    piece("b", "20,2.0,\n29,1.9,0.2\n39,1.8,0.25\n", "outputs/runs/a/checkpoints/last.ckpt", record=False)
+    last = piece("c", "39,1.5,0.3\n49,1.4,0.35\n", "outputs/runs/b/checkpoints/last.ckpt", record=True)
+    monkeypatch.chdir(Path("/"))  # relative paths must be found from the run directory, not the cwd
+    curves = read_curves(last)
+    assert curves["train/loss"] == [(9, 2.3), (20, 2.0), (29, 1.9), (39, 1.5), (49, 1.4)]
+    assert curves["val/acc"] == [(19, 0.1), (29, 0.2), (39, 0.3), (49, 0.35)]

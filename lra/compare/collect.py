@@ -140,8 +140,38 @@ def collect(paths: list[Path]) -> list[Run]:
     return [read_run(d) for d in find_run_dirs(paths)]
 
 
-def read_curves(run_dir: Path, keys: tuple[str, ...] = ("val/acc", "train/loss")) -> dict[str, list]:
-    """``{key: [(step, value), ...]}`` from the run's CSV logs (``csv/version_*/metrics.csv``)."""
+def _checkpoint_run_dir(run_dir: Path, ckpt: str) -> Path | None:
+    """The run directory holding ``ckpt`` (``<run>/checkpoints/<name>.ckpt``). A relative path was
+    relative to where that run was started, usually a folder above ``outputs/``: tried as given, then
+    against each folder above ``run_dir``."""
+    path = Path(ckpt)
+    candidates = (
+        [path] if path.is_absolute() else [path, *(a / path for a in Path(run_dir).resolve().parents)]
+    )
+    for candidate in candidates:
+        parent = candidate.parent.parent
+        if candidate.parent.name == "checkpoints" and is_run_dir(parent):
+            return parent
+    return None
+
+
+def resume_chain(run_dir: Path, limit: int = 100) -> list[Path]:
+    """The run directories a resumed run continues, earliest first, ending with ``run_dir``: each one's
+    ``resumed_from`` (results.json, or ``ckpt_path`` in Hydra's config for a run that was killed
+    before writing one) names a checkpoint of the one before."""
+    chain = [Path(run_dir)]
+    while len(chain) < limit:
+        record, _ = read_record(chain[0] / results_schema.FILENAME)
+        ckpt = record.resumed_from if record is not None else None
+        ckpt = ckpt or _hydra_config(chain[0]).get("ckpt_path")
+        parent = _checkpoint_run_dir(chain[0], str(ckpt)) if ckpt else None
+        if parent is None or any(parent.resolve() == c.resolve() for c in chain):
+            break
+        chain.insert(0, parent)
+    return chain
+
+
+def _csv_curves(run_dir: Path, keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
     curves: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
     for path in sorted(Path(run_dir).glob("csv/version_*/metrics.csv")):
         try:
@@ -156,4 +186,20 @@ def read_curves(run_dir: Path, keys: tuple[str, ...] = ("val/acc", "train/loss")
                                 continue
         except (OSError, csv.Error):
             continue
-    return {k: sorted(v) for k, v in curves.items()}
+    return curves
+
+
+def read_curves(run_dir: Path, keys: tuple[str, ...] = ("val/acc", "train/loss")) -> dict[str, list]:
+    """``{key: [(step, value), ...]}`` from the run's CSV logs (``csv/version_*/metrics.csv``), with
+    those of the runs it was resumed from (:func:`resume_chain`) up to the step where each was taken
+    over: the curve of the whole run, not only of its last piece."""
+    merged: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
+    later_start = None
+    for segment in reversed(resume_chain(run_dir)):
+        curves = _csv_curves(segment, keys)
+        for key in keys:
+            merged[key] += [p for p in curves[key] if later_start is None or p[0] < later_start]
+        steps = [p[0] for points in curves.values() for p in points]
+        if steps:
+            later_start = min(steps) if later_start is None else min(min(steps), later_start)
+    return {k: sorted(v) for k, v in merged.items()}
