@@ -154,6 +154,12 @@ class LRADataModule(LightningDataModule):
         return cache
 
     # -- loaders --------------------------------------------------------------------------------
+    def _collate(self):
+        """Padding rounded to ``pad_to_multiple`` where the task knows the model's length (its
+        ``max_len``), which the rounding must not pass; a task without one pads to the longest."""
+        limit = getattr(self, "max_len", None)
+        return partial(pad_collate, multiple=self.pad_to_multiple if limit else 1, limit=limit)
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.splits:
             self.setup("fit" if train else "test")
@@ -165,9 +171,7 @@ class LRADataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
-            collate_fn=partial(
-                pad_collate, multiple=self.pad_to_multiple, limit=getattr(self, "max_len", None)
-            ),
+            collate_fn=self._collate(),
         )
         sized = dict(batch_size=self.batch_size if train else self.eval_batch_size, drop_last=False)
         if not train:
