@@ -158,3 +158,21 @@ def test_gpu_check_orchestration_runs_on_cpu_at_toy_sizes(tmp_path):
     }
     assert all(r["status"] == "completed" for r in summary["listops"])
     assert (out / "compare" / "index.html").is_file() and (out / "summary.md").is_file()
+
+
+def test_checkpoint_fidelity_uses_the_longest_validation_batch(tmp_path):
+    """Evaluation batches are length-sorted; the captured batch is the one at the task's full length."""
+    from hydra.utils import instantiate
+
+    from lra.bench.capture import validation_batch
+    from tests.conftest import tiny_listops
+    from tests.run_helpers import compose_run
+
+    cfg = compose_run(*tiny_listops(tmp_path / "data"), f"cache_dir={tmp_path / 'cache'}")
+    batch = validation_batch(cfg, 4)
+    datamodule = instantiate(cfg.data, num_workers=0)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    val = datamodule.splits["val"]
+    longest = max(len(val[i]["input_ids"]) for i in range(len(val)))
+    assert int(batch["mask"].sum(dim=1).max()) == longest and batch["label"].shape == (4,)

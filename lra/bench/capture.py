@@ -82,13 +82,15 @@ def load_checkpoint_model(checkpoint: Path) -> tuple[nn.Module, object]:
 
 
 def validation_batch(cfg, batch_size: int) -> dict:
-    """One batch of the run's own validation data (the data module from its config)."""
+    """The batch of the run's own validation data (the data module from its config) with the longest
+    sequences: evaluation batches are formed from neighbouring lengths, so this is where attention
+    works at the task's full length."""
     from hydra.utils import instantiate
 
     datamodule = instantiate(cfg.data, batch_size=batch_size, eval_batch_size=batch_size, num_workers=0)
     datamodule.prepare_data()
     datamodule.setup("validate")
-    return next(iter(datamodule.val_dataloader()))
+    return max(datamodule.val_dataloader(), key=lambda batch: int(batch["mask"].sum(dim=1).max()))
 
 
 def capture_checkpoint(checkpoint: Path, batch_size: int = 4) -> dict[str, list[tuple]]:
