@@ -267,7 +267,12 @@ def parse_args(argv):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--temperatures", type=floats, default=[0.25, 0.5, 1.0, 2.0])
-    p.add_argument("--regimes", type=lambda s: s.split(","), default=list(REGIMES))
+    p.add_argument(
+        "--regimes",
+        type=lambda s: [] if s == "none" else s.split(","),
+        default=list(REGIMES),
+        help="synthetic regimes, comma-separated; none: only the --checkpoint rows",
+    )
     p.add_argument("--settings", type=lambda s: s.split(","), default=None, help="subset of setting names")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--seed", type=int, default=0)
