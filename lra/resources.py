@@ -129,23 +129,12 @@ def pin_allocator(threshold: int = 32 << 20) -> bool:
     By default the threshold starts at 128 KiB and rises to the largest block freed so far; fixing it
     makes every process behave the same from its first step. It must not be small: at 1 MiB every
     activation of a ListOps step was a fresh mmap whose pages the kernel zeroes on first touch, and a
-    Nyström training step took 3.2 s instead of 1.43 s (one thread, 2026-11-28). Freed heap memory is
-    handed back by :func:`release_free_memory` instead. Returns whether it applied (glibc only)."""
+    Nyström training step took 3.2 s instead of 1.43 s (one thread, 2026-11-28). What keeps a long
+    run's memory flat is padding batches to a few distinct lengths (``data.pad_to_multiple``), so that
+    freed blocks are reused rather than fragmenting the heap. Returns whether it applied (glibc only)."""
     libc = _libc()
     try:
         return bool(libc and libc.mallopt(M_MMAP_THRESHOLD, threshold))
-    except AttributeError:
-        return False
-
-
-def release_free_memory() -> bool:
-    """Return the heap's free pages to the OS (glibc ``malloc_trim``), wherever they lie in the heap.
-
-    With every batch padded to a different length the heap fragments, and without this a long run's
-    resident memory creeps up; a few milliseconds, called every few dozen steps."""
-    libc = _libc()
-    try:
-        return bool(libc and libc.malloc_trim(0))
     except AttributeError:
         return False
 

@@ -69,10 +69,6 @@ class _FakeLibc:
         self.calls.append(("mallopt", param, value))
         return 1
 
-    def malloc_trim(self, pad):
-        self.calls.append(("malloc_trim", pad))
-        return 1
-
 
 def test_allocator_threshold_is_not_small(monkeypatch):
     """A 1 MiB mmap threshold made every ListOps activation a fresh, kernel-zeroed mapping (a
@@ -83,21 +79,3 @@ def test_allocator_threshold_is_not_small(monkeypatch):
     monkeypatch.setattr(resources, "_libc", lambda: fake)
     assert resources.pin_allocator()
     assert fake.calls == [("mallopt", resources.M_MMAP_THRESHOLD, 32 << 20)]
-
-
-def test_free_memory_is_released_every_n_steps_and_after_validation(monkeypatch):
-    from types import SimpleNamespace
-
-    from lra import resources
-    from lra.callbacks import ReleaseFreeMemory
-
-    fake = _FakeLibc()
-    monkeypatch.setattr(resources, "_libc", lambda: fake)
-    callback = ReleaseFreeMemory(every_n_steps=3)
-    for step in range(1, 8):
-        callback.on_train_batch_end(SimpleNamespace(global_step=step), None, None, None, step)
-    assert len(fake.calls) == 2  # steps 3 and 6
-    callback.on_validation_end(None, None)
-    assert fake.calls[-1] == ("malloc_trim", 0) and len(fake.calls) == 3
-    with pytest.raises(ValueError, match="every_n_steps"):
-        ReleaseFreeMemory(every_n_steps=0)

@@ -6,7 +6,7 @@ results.json and logs it once more as the run's summary. Its fields are rows of 
 """
 
 from lra.callbacks.attention_diagnostics import AttentionDiagnostics
-from lra.callbacks.memory import PeakMemory, ReleaseFreeMemory
+from lra.callbacks.memory import PeakMemory
 from lra.callbacks.progress import StepProgressBar
 from lra.callbacks.random_state import RandomState
 from lra.callbacks.throughput import Throughput
@@ -15,7 +15,6 @@ __all__ = [
     "AttentionDiagnostics",
     "PeakMemory",
     "RandomState",
-    "ReleaseFreeMemory",
     "StepProgressBar",
     "Throughput",
 ]

@@ -1,5 +1,4 @@
-"""Memory of a run: the ``memory/peak_bytes`` metric with its results.json summary, and handing freed
-heap memory back to the OS."""
+"""Peak memory of a run: the ``memory/peak_bytes`` metric and its results.json summary."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import torch
 from pytorch_lightning import Callback
 
 from lra.metrics import logged_name
-from lra.resources import release_free_memory
 
 
 def peak_memory(device: torch.device) -> tuple[int, str]:
@@ -72,21 +70,3 @@ class PeakMemory(Callback):
         # Every rank calls this; a no-op on one device.
         peak = torch.tensor([float(self.peak_bytes or 0)], dtype=torch.float64, device=pl_module.device)
         self.peak_bytes = int(trainer.strategy.reduce(peak, reduce_op="max")[0])
-
-
-class ReleaseFreeMemory(Callback):
-    """Hands the allocator's free heap pages back to the OS every ``every_n_steps`` training steps
-    and after each evaluation (CPU runs; a no-op where glibc is absent), so that a long run's resident
-    memory does not creep up as batches of different lengths fragment the heap."""
-
-    def __init__(self, every_n_steps: int = 50):
-        if every_n_steps < 1:
-            raise ValueError(f"callbacks.release_free_memory.every_n_steps must be >= 1, got {every_n_steps}")
-        self.every_n_steps = every_n_steps
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step % self.every_n_steps == 0:
-            release_free_memory()
-
-    def on_validation_end(self, trainer, pl_module):
-        release_free_memory()
