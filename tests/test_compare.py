@@ -303,3 +303,5 @@ def test_curves_of_a_resumed_run_continue_the_runs_it_was_resumed_from(tmp_path,
     curves = read_curves(last)
     assert curves["train/loss"] == [(9, 2.3), (20, 2.0), (29, 1.9), (39, 1.5), (49, 1.4)]
     assert curves["val/acc"] == [(19, 0.1), (29, 0.2), (39, 0.3), (49, 0.35)]
+    # The dashboard lists the run once: the pieces it continued are not runs of their own.
+    assert [run.run_dir for run in collect([root])] == [last]

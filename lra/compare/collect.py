@@ -137,7 +137,11 @@ def read_run(run_dir: Path) -> Run:
 
 
 def collect(paths: list[Path]) -> list[Run]:
-    return [read_run(d) for d in find_run_dirs(paths)]
+    """Every run found, except the pieces of a resumed run that a later run continued: the run that
+    continues them stands for the whole (its curves include theirs, :func:`read_curves`)."""
+    dirs = find_run_dirs(paths)
+    continued = {p.resolve() for d in dirs for p in resume_chain(d)[:-1]}
+    return [read_run(d) for d in dirs if d.resolve() not in continued]
 
 
 def _checkpoint_run_dir(run_dir: Path, ckpt: str) -> Path | None:

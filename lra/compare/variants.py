@@ -34,6 +34,10 @@ IGNORED = (
     "data.num_workers",
     "data.workers",
     "data.pin_memory",
+    # Padding and threads change speed, never a prediction (outputs are independent of padding).
+    "data.pad_to_multiple",
+    "threads",
+    "resume_check",
     "trainer.enable_*",
     "trainer.log_every_n_steps",
     # The default callbacks (conf/callbacks/default.yaml) measure and checkpoint; runs recorded before
@@ -48,6 +52,7 @@ IGNORED = (
             "attention_diagnostics",
             "random_state",
             "progress_bar",
+            "release_free_memory",  # briefly a default callback (2026-11-28)
         )
     ),
 )
