@@ -66,18 +66,21 @@ class LRAModule(LightningModule):
         # update, not forward: the per-batch value would be computed and thrown away every step.
         self.train_acc.update(logits, batch["label"])
         bs = batch["label"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=bs)
-        sched = self.lr_schedulers()
-        if sched is not None and self._logging_step():
-            self.log("trainer/lr", sched.get_last_lr()[0], batch_size=bs)
+        # Only on the steps the loggers write: every logged value costs Lightning's result collection
+        # time on every step (about 2 ms per step in a profile of 25 ms steps).
+        if self._logging_step():
+            self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+            sched = self.lr_schedulers()
+            if sched is not None:
+                self.log("trainer/lr", sched.get_last_lr()[0], batch_size=bs)
         return loss
 
     def _logging_step(self) -> bool:
         """Whether Lightning sends this step's metrics to the loggers (others would be dropped)."""
         trainer = self._trainer
         every = max(getattr(trainer, "log_every_n_steps", 1), 1) if trainer is not None else 1
-        return self.global_step % every == 0
+        return (self.global_step + 1) % every == 0
 
     def _eval_step(self, batch, split: str, metric: MulticlassAccuracy):
         logits = self(batch)
