@@ -57,21 +57,11 @@ def test_every_attention_predicts_the_same_at_any_eval_batch_size(tmp_path):
     fixed evaluation seed."""
     from hydra import compose, initialize_config_dir
 
-    from data.listops import ListOpsDataModule
     from lra.train import build_model
+    from tests.attention_helpers import generated_listops
     from tests.conftest import REPO
 
-    dm = ListOpsDataModule(
-        path=str(tmp_path / "release"),
-        generated_path=str(tmp_path / "gen"),
-        cache_dir=str(tmp_path / "cache"),
-        source="generate",
-        max_len=300,
-        generate={"num_train": 8, "num_val": 8, "num_test": 48, "min_length": 10, "max_length": 300},
-        workers=1,
-    )
-    dm.prepare_data()
-    dm.setup()
+    dm = generated_listops(tmp_path, max_len=300, num_test=48)
     lengths = [dm.splits["test"].num_tokens(i) for i in range(len(dm.splits["test"].labels))]
     assert max(lengths) > 64 > min(lengths)  # blocks, windows and buckets really differ with padding
     small = {"local": ["attention.window=16"], "bigbird": ["attention.block_size=16"]}

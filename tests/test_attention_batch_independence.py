@@ -69,8 +69,8 @@ def test_model_predictions_do_not_depend_on_the_eval_batch_size(tmp_path, attent
     evaluated one sequence at a time and 64 at a time (the batch's padding differs between the two)."""
     from hydra import compose, initialize_config_dir
 
-    from data.listops import ListOpsDataModule
     from lra.train import build_model
+    from tests.attention_helpers import generated_listops
     from tests.conftest import REPO
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
@@ -78,17 +78,7 @@ def test_model_predictions_do_not_depend_on_the_eval_batch_size(tmp_path, attent
             "config",
             [f"attention={attention}", "attention.num_landmarks=16", "model.max_len=400", "model.dropout=0"],
         )
-    dm = ListOpsDataModule(
-        path=str(tmp_path / "release"),
-        generated_path=str(tmp_path / "gen"),
-        cache_dir=str(tmp_path / "cache"),
-        source="generate",
-        max_len=400,
-        generate={"num_train": 8, "num_val": 8, "num_test": 96, "min_length": 10, "max_length": 400},
-        workers=1,
-    )
-    dm.prepare_data()
-    dm.setup()
+    dm = generated_listops(tmp_path, max_len=400, num_test=96)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
 
