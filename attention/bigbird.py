@@ -103,7 +103,7 @@ class BigBirdAttention(AttentionBase):
         )
 
     def _drop(self, weights: torch.Tensor) -> torch.Tensor:
-        return dropout(weights, self.dropout) if self.training and self.dropout > 0 else weights
+        return dropout(weights, self.dropout, self.training)
 
     def key_blocks(self, mask: torch.Tensor, num_blocks: int, seed: torch.Tensor):
         """The key blocks of every query block: (b, h, NB, K) indices, (b, h, NB, K) validity, and the

@@ -72,7 +72,6 @@ class LinformerAttention(AttentionBase):
             k_proj = e.transpose(-1, -2) @ k32  # (b, h, k, d)
             v_proj = f.transpose(-1, -2) @ v32
             weights = ((q32 @ k_proj.transpose(-1, -2)) * q.shape[-1] ** -0.5).softmax(dim=-1)
-            if self.training and self.dropout > 0:
-                weights = dropout(weights, self.dropout)
+            weights = dropout(weights, self.dropout, self.training)
             out = weights @ v_proj
         return out.to(v.dtype)

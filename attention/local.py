@@ -62,7 +62,7 @@ class LocalAttention(AttentionBase):
         return f"window={self.window}, num_global={self.num_global}, dropout={self.dropout}"
 
     def _drop(self, weights: torch.Tensor) -> torch.Tensor:
-        return dropout(weights, self.dropout) if self.training and self.dropout > 0 else weights
+        return dropout(weights, self.dropout, self.training)
 
     def forward(self, q, k, v, key_padding_mask: torch.Tensor | None = None):
         check_inputs(q, k, v, key_padding_mask)

@@ -135,8 +135,7 @@ class ReformerAttention(AttentionBase):
             row_max = logits.detach().amax(dim=-1, keepdim=True)
             weights = torch.exp(logits - row_max)  # unnormalised; every round is normalised together below
             total = weights.sum(dim=-1)
-            if self.training and self.dropout > 0:
-                weights = dropout(weights, self.dropout)
+            weights = dropout(weights, self.dropout, self.training)
             out = (weights @ sv).view(b, h, rounds, num_chunks * c, d)
             # Back to positions (slot rank[i] of each round holds position i), then the rounds together:
             # softmax over the union of the keys attended in any round.
