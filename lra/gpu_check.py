@@ -1,14 +1,18 @@
 """One command for a machine with one CUDA GPU: ``python -m lra.gpu_check [--out DIR] [--wheels DIR]``.
 
-Sized to finish in under 10 minutes on one H100; every result lands under ``--out``:
+Sized to finish within ``--budget`` seconds (default 560, under 10 minutes on one H100); every
+result lands under ``--out``:
 
 1. ``environment.json``: torch, CUDA device, which optional packages are present;
-2. ``tests.xml`` / ``tests.log``: the CUDA-only tests (``pytest -m cuda``: bf16 autocast, CUDA-event
-   timing, ``max_memory_allocated``, a run on the GPU);
-3. ``efficiency/``: ``lra.bench efficiency`` on CUDA from 512 to 16,384 tokens;
-4. ``step/``: ``lra.bench step`` on CUDA (ListOps, the three attentions);
-5. ``runs/<attention>/``: the three ListOps runs at the published setting (5,000 steps, validation
-   every 50), started together on the one GPU, and ``compare/`` (``lra.compare`` over them);
+2. ``runs/<attention>/``: the three ListOps runs at the published setting (5,000 steps, validation
+   every 50), started together on the one GPU first because they are the long pole, each stopped
+   cleanly by Lightning's ``max_time`` (then tested) if the budget runs short; ``compare/``
+   (``lra.compare`` over them);
+3. ``tests.xml`` / ``tests.log``: the CUDA-only tests (``pytest -m cuda``: bf16 autocast, CUDA-event
+   timing, ``max_memory_allocated``, a run on the GPU), run while the three runs train (so their
+   first minute shares the GPU);
+4. ``efficiency/``: ``lra.bench efficiency`` on CUDA from 512 to 16,384 tokens, after the runs (alone);
+5. ``step/``: ``lra.bench step`` on CUDA (ListOps, the three attentions), with what time is left;
 6. ``summary.json`` and ``summary.md``: what each step did, how long it took, the headline numbers.
 
 It needs only PyTorch and Lightning to be installed and no network: ``--wheels DIR`` installs the
@@ -60,14 +64,25 @@ def environment() -> dict:
 
 
 class Steps:
-    """Runs the check's commands one after another, recording each; a failure never stops the rest."""
+    """Runs the check's commands one after another, recording each; a failure never stops the rest.
+    Every step's time limit is cut to what is left of the whole check's budget."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, budget: float = float("inf")):
         self.out = out
         self.records: list[dict] = []
+        self.deadline = time.time() + budget
+
+    def left(self) -> float:
+        return self.deadline - time.time()
 
     def run(self, name: str, cmd: list[str], timeout: float, env: dict | None = None) -> dict:
         started = time.time()
+        timeout = min(timeout, self.left())
+        if timeout < 5:
+            record = {"step": name, "command": " ".join(cmd), "exit": "no time left", "seconds": 0.0}
+            self.records.append(record)
+            print(f"[gpu_check] {name}: skipped, the budget is spent", flush=True)
+            return record
         log = self.out / f"{name}.log"
         with open(log, "w") as f:
             try:
@@ -100,12 +115,19 @@ SMOKE_RUN = [
 ]
 
 
-def listops_runs(out: Path, data_dir: Path, logger: str, timeout: float, smoke: bool = False) -> list[dict]:
-    """The three published-setting ListOps runs side by side on the one GPU."""
-    threads = max((os.cpu_count() or 3) // len(ATTENTIONS), 1)  # the GPU computes; the CPUs only feed it
+def _hms(seconds: float) -> str:
+    seconds = max(int(seconds), 60)
+    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def listops_command(data_dir: Path, logger: str, runs: int, smoke: bool = False) -> list[str]:
+    threads = max((os.cpu_count() or runs) // runs, 1)  # the GPU computes; the CPUs only feed it
     device = SMOKE_RUN if smoke else ["trainer=gpu", f"threads={threads}"]
-    base = [sys.executable, "run.py", "task=listops", *device, f"logger={logger}", f"data_dir={data_dir}"]
-    # Build the data once before the three start (they would wait on the same lock anyway).
+    return [sys.executable, "run.py", "task=listops", *device, f"logger={logger}", f"data_dir={data_dir}"]
+
+
+def prepare_listops(out: Path, base: list[str], timeout: float) -> None:
+    """Build the data once before the runs start (they would wait on the same lock anyway)."""
     prepare = [
         *base,
         "attention=nystrom",
@@ -113,19 +135,36 @@ def listops_runs(out: Path, data_dir: Path, logger: str, timeout: float, smoke: 
         "test=false",
         f"hydra.run.dir={out}/prepare",
     ]
-    started = time.time()
-    subprocess.run(prepare, cwd=REPO, capture_output=True, timeout=timeout)
+    with open(out / "prepare.log", "w") as log:
+        subprocess.run(prepare, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=max(timeout, 60))
+
+
+def start_listops_runs(out: Path, base: list[str], max_time: float, attentions: tuple[str, ...]) -> dict:
+    """The published-setting ListOps runs side by side on the one GPU, started and left running.
+
+    ``max_time`` (seconds) becomes Lightning's ``trainer.max_time``: a run that has not reached its
+    5,000 steps by then stops like a finished one and is tested at its best checkpoint, so a short
+    budget still yields a test number (its ``global_step`` says how far it got)."""
     procs = {}
-    for attention in ATTENTIONS:
+    for attention in attentions:
         run_dir = out / "runs" / attention
         log = open(out / f"run_{attention}.log", "w")
-        cmd = [*base, f"attention={attention}", f"hydra.run.dir={run_dir}"]
+        cmd = [
+            *base,
+            f"attention={attention}",
+            f"hydra.run.dir={run_dir}",
+            f"+trainer.max_time={_hms(max_time)}",
+        ]
         procs[attention] = (subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), cmd, log)
+    return procs
+
+
+def finish_listops_runs(out: Path, procs: dict, deadline: float) -> list[dict]:
+    """Wait for the runs (killing any still going at ``deadline``) and read their results."""
     records = []
     for attention, (proc, cmd, log) in procs.items():
-        remaining = max(timeout - (time.time() - started), 1)
         try:
-            code = proc.wait(timeout=remaining)
+            code = proc.wait(timeout=max(deadline - time.time(), 1))
         except subprocess.TimeoutExpired:
             proc.kill()
             code = "timeout"
@@ -134,20 +173,21 @@ def listops_runs(out: Path, data_dir: Path, logger: str, timeout: float, smoke: 
         row = {"step": f"listops/{attention}", "command": " ".join(cmd), "exit": code}
         if result.is_file():
             r = json.loads(result.read_text())
-            row |= {
-                k: r.get(k)
-                for k in (
-                    "status",
-                    "best_val_acc",
-                    "test_acc",
-                    "train_steps_per_s",
-                    "peak_memory_bytes",
-                    "wall_time_s",
-                    "global_step",
-                )
-            }
+            row |= {k: r.get(k) for k in RESULT_KEYS}
         records.append(row)
     return records
+
+
+RESULT_KEYS = (
+    "status",
+    "best_val_acc",
+    "test_acc",
+    "train_steps_per_s",
+    "peak_memory_bytes",
+    "wall_time_s",
+    "global_step",
+    "best_step",
+)
 
 
 def summarise(out: Path, env: dict, steps: Steps, runs: list[dict], started: float) -> None:
@@ -160,12 +200,16 @@ def summarise(out: Path, env: dict, steps: Steps, runs: list[dict], started: flo
         "| --- | --- | --- |",
     ]
     lines += [f"| {s['step']} | {s['exit']} | {s['seconds']:.0f} |" for s in steps.records]
-    lines += ["", "| ListOps run | status | best val | test | steps/s | peak memory (MiB) | wall (s) |"]
-    lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "| ListOps run | status | steps | best val (step) | test | steps/s | peak memory (MiB) | wall (s) |",
+    ]
+    lines += ["| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         mem = r.get("peak_memory_bytes")
         lines.append(
-            f"| {r['step']} | {r.get('status', r['exit'])} | {r.get('best_val_acc')} | {r.get('test_acc')} | "
+            f"| {r['step']} | {r.get('status', r['exit'])} | {r.get('global_step')} | "
+            f"{r.get('best_val_acc')} ({r.get('best_step')}) | {r.get('test_acc')} | "
             f"{r.get('train_steps_per_s')} | {None if mem is None else round(mem / 2**20)} | "
             f"{r.get('wall_time_s')} |"
         )
@@ -179,7 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="outputs/gpu_check")
     p.add_argument("--wheels", default=None, help="a folder of wheels for missing dependencies")
     p.add_argument("--data-dir", default=None, help="where ListOps is generated (default: OUT/data)")
-    p.add_argument("--runs-timeout", type=float, default=420.0, help="seconds for the three ListOps runs")
+    p.add_argument("--budget", type=float, default=560.0, help="seconds for the whole check")
+    p.add_argument("--runs-timeout", type=float, default=420.0, help="seconds at most for the ListOps runs")
+    p.add_argument(
+        "--reserve",
+        type=float,
+        default=120.0,
+        help="seconds of the budget kept for the efficiency and step benchmarks after the runs",
+    )
+    p.add_argument("--attentions", default=",".join(ATTENTIONS), help="the ListOps runs' attentions")
     p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,efficiency,step,runs")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # CPU, toy sizes: for tests
     args = p.parse_args(argv)
@@ -196,8 +248,21 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if args.smoke else "cuda"
     skip = set(filter(None, args.skip.split(",")))
     child_env = {**os.environ, "WANDB_MODE": "offline", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    steps = Steps(out)
+    steps = Steps(out, args.budget - (time.time() - started))
     py = sys.executable
+    runs: list[dict] = []
+    procs: dict = {}
+    if "runs" not in skip:
+        logger = "default" if env["wandb"] else "csv"
+        data_dir = Path(args.data_dir) if args.data_dir else out / "data"
+        attentions = tuple(filter(None, args.attentions.split(",")))
+        base = listops_command(data_dir, logger, len(attentions), smoke=args.smoke)
+        prepare_listops(out, base, steps.left())
+        runs_started = time.time()
+        max_time = min(args.runs_timeout, steps.left() - args.reserve)
+        procs = start_listops_runs(out, base, max_time, attentions)
+        # Lightning stops at max_time and then tests: allow for the test and the process's exit.
+        runs_deadline = runs_started + max_time + 90
     if "tests" not in skip:
         test_cmd = [
             py,
@@ -210,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             f"--junitxml={out}/tests.xml",
         ]
         steps.run("tests", test_cmd, 300, child_env)
+    if procs:
+        runs = finish_listops_runs(out, procs, min(runs_deadline, steps.deadline))
+        print(f"[gpu_check] ListOps runs: {time.time() - runs_started:.0f}s", flush=True)
+        steps.run("compare", [py, "-m", "lra.compare", str(out / "runs"), "--out", str(out / "compare")], 120)
     if "efficiency" not in skip:
         lengths = "64,128" if args.smoke else "512,1024,2048,4096,8192,16384"
         extra = ["--batch", "1", "--reps", "1", "--landmarks", "16", "--no-memory"] if args.smoke else []
@@ -223,12 +292,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         step = [py, "-m", "lra.bench", "step", "--device", device, *extra, "--out", str(out / "step")]
         steps.run("step", step, 120, child_env)
-    runs: list[dict] = []
-    if "runs" not in skip:
-        logger = "default" if env["wandb"] else "csv"
-        data_dir = Path(args.data_dir) if args.data_dir else out / "data"
-        runs = listops_runs(out, data_dir, logger, args.runs_timeout, smoke=args.smoke)
-        steps.run("compare", [py, "-m", "lra.compare", str(out / "runs"), "--out", str(out / "compare")], 120)
     summarise(out, env, steps, runs, started)
     return 0
 
