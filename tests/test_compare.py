@@ -271,6 +271,23 @@ def test_data_source_column_and_rows(tmp_path):
     assert "softmax [used=generate]" in labels and len(labels) >= 2
 
 
+def test_a_run_stopped_by_a_time_limit_shares_its_row_and_is_marked(tmp_path):
+    """trainer.max_time is a wall-clock limit, not a setting: the run joins its seeds' row, and the
+    cell says that one of them ended before trainer.max_steps."""
+    root = tmp_path / "outputs"
+    write_run(root, "listops", "softmax", 0, 0.30)
+    short = write_run(root, "listops", "softmax", 1, 0.34)
+    record = json.loads((short / "results.json").read_text())
+    record["config"]["trainer"]["max_time"] = "00:00:04:20"
+    record["global_step"] = 87
+    (short / "results.json").write_text(json.dumps(record))
+    out = tmp_path / "compare"
+    build([root], out)
+    tables = parse_tables((out / "index.html").read_text())
+    assert row(tables["lra-table"], "softmax")[0][1] == "32.00 ± 2.83 (n=2, 1 stopped early)"
+    assert "stopped early" in (out / "results.md").read_text()
+
+
 def test_every_published_row_reproduces_its_printed_average():
     # A guard against a mistyped number: each row's five accuracies average to what its source printed.
     for row in PUBLISHED:

@@ -45,6 +45,14 @@ class Run:
             return None
         return float(value)
 
+    @property
+    def stopped_early(self) -> bool:
+        """Ended before ``trainer.max_steps`` (a wall-clock limit such as ``trainer.max_time`` or an
+        early-stopping callback): its numbers come from fewer steps than its config asks for."""
+        steps = self.metric("global_step")
+        wanted = (self.config.get("trainer") or {}).get("max_steps")
+        return steps is not None and isinstance(wanted, int) and wanted > 0 and steps < wanted
+
     def qualifier(self, key: str) -> str | None:
         """How a metric was measured (e.g. ``peak_memory_kind``), or None."""
         value = self.record.metrics.get(key) if self.record is not None else None

@@ -115,7 +115,9 @@ def accuracy_cell(group: Group | None, key: str = "test_acc") -> str:
     if not values:
         return f"failed ({group.failed} of {len(group.runs)})" if group.failed else "no test result"
     std = statistics.stdev(values) if len(values) > 1 else None
-    return f"{pct(statistics.fmean(values), std)} (n={len(values)}{failed})"
+    short = sum(r.stopped_early for r in group.ok if r.metric(key) is not None)
+    early = f", {short} stopped early" if short else ""
+    return f"{pct(statistics.fmean(values), std)} (n={len(values)}{early}{failed})"
 
 
 def number(value: float | None, digits: int = 3) -> str:
@@ -182,6 +184,11 @@ def lra_table(runs: list[Run]) -> Table:
         table.add([f"{row.label} [published]", *values, f"{row.average:.2f}"], "published")
     if partial_average:
         table.notes.append("* average over the LRA tasks this row was run on, not all five.")
+    if any(r.stopped_early for r in runs if r.ok):
+        table.notes.append(
+            "stopped early: a run that ended before its trainer.max_steps (e.g. at trainer.max_time); its "
+            "test accuracy is from the best checkpoint of the steps it ran."
+        )
     table.notes.append(
         "Published rows come from the papers' own tables (LRA, Nyströmformer, xformers, Skyformer) with "
         "the published settings; rows of ours trained with other settings (e.g. short CPU presets) are "

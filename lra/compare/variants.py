@@ -38,6 +38,8 @@ IGNORED = (
     "data.pad_to_multiple",
     "threads",
     "resume_check",
+    # A wall-clock limit is not a setting; a run it stopped is marked "stopped early" instead.
+    "trainer.max_time",
     "trainer.enable_*",
     "trainer.log_every_n_steps",
     # The default callbacks (conf/callbacks/default.yaml) measure and checkpoint; runs recorded before
