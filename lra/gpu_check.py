@@ -287,8 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         efficiency = [py, "-m", "lra.bench", "efficiency", "--devices", device, "--lengths", lengths]
         steps.run("efficiency", [*efficiency, *extra, "--out", str(out / "efficiency")], 240, child_env)
     if "step" not in skip:
+        # The runs' precision (bf16 autocast), not the CPU default's fp32.
         extra = (
-            ["--set", "model.max_len=64", "--set", "data.batch_size=2", "--reps", "1"] if args.smoke else []
+            ["--set", "model.max_len=64", "--set", "data.batch_size=2", "--reps", "1"]
+            if args.smoke
+            else ["--set", "trainer=gpu"]
         )
         step = [py, "-m", "lra.bench", "step", "--device", device, *extra, "--out", str(out / "step")]
         steps.run("step", step, 120, child_env)

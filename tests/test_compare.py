@@ -212,6 +212,24 @@ def test_curves_and_ratio_plots_are_inline(runs_root, tmp_path):
     assert '<script src="http' not in html  # self-contained: plotly.js is inline
 
 
+def test_spectral_shift_delta_per_head_is_plotted_from_the_csv_log(tmp_path):
+    pytest.importorskip("plotly")
+    root = tmp_path / "outputs"
+    write_run(root, "listops", "nystrom", 0, 0.30)
+    ss = write_run(root, "listops", "spectral_shift", 0, 0.32)
+    (ss / "csv" / "version_0" / "metrics.csv").write_text(
+        "epoch,step,val/acc,attention/layer0/delta,attention/layer0/delta_h0,attention/layer0/delta_h1\n"
+        "0,49,0.2,0.0002,0.0001,0.0003\n0,99,0.3,0.0004,0.0002,0.0006\n"
+    )
+    out = tmp_path / "compare"
+    build([root], out)
+    html = (out / "index.html").read_text()
+    assert "spectral shift δ per layer and head" in html
+    assert "spectral_shift seed 0 layer0 h0" in html and "spectral_shift seed 0 layer0 h1" in html
+    assert 'layer0 delta"' not in html  # the mean over heads is not a head
+    assert html.count('class="plotly-graph-div"') == 3  # val acc, loss, delta (no softmax: no ratio bars)
+
+
 def test_benchmark_files(runs_root, tmp_path):
     bench = tmp_path / "bench"
     bench.mkdir()

@@ -13,6 +13,7 @@ import csv
 import math
 import os
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,21 @@ def _csv_curves(run_dir: Path, keys: tuple[str, ...]) -> dict[str, list[tuple[in
         except (OSError, csv.Error):
             continue
     return curves
+
+
+def logged_keys(run_dir: Path, pattern: str) -> tuple[str, ...]:
+    """The CSV columns of a run (and the runs it was resumed from) whose name matches ``pattern``
+    (fnmatch), e.g. ``attention/*/delta_h*`` for spectral shift's per-head shift."""
+    found: set[str] = set()
+    for segment in resume_chain(run_dir):
+        for path in Path(segment).glob("csv/version_*/metrics.csv"):
+            try:
+                with open(path, newline="") as f:
+                    header = next(csv.reader(f), [])
+            except (OSError, csv.Error):
+                continue
+            found.update(k for k in header if fnmatchcase(k, pattern))
+    return tuple(sorted(found))
 
 
 def read_curves(run_dir: Path, keys: tuple[str, ...] = ("val/acc", "train/loss")) -> dict[str, list]:

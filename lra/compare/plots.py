@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from lra.compare.collect import Run, read_curves
+from lra.compare.collect import Run, logged_keys, read_curves
 from lra.compare.published import task_title
 from lra.compare.tables import (
     BASELINE,
@@ -112,9 +112,42 @@ def curve_figures(runs: list[Run]) -> dict[str, list[tuple[str, str]]]:
                 # Labels can be long ("softmax [dim=128]"): the legend goes below, not beside.
                 fig.update_layout(legend={"orientation": "h", "y": -0.22}, height=440)
                 figures.append((f"{task} {key}", _html(fig)))
+        delta = delta_figure(by_task[task], labels, colour)
+        if delta is not None:
+            figures.append((f"{task} delta", delta))
         if figures:
             out[task] = figures
     return out
+
+
+def delta_figure(runs: list[Run], labels: list[str], colour: dict[str, str]) -> str | None:
+    """Spectral shift's δ of every layer and head against the step (``attention/<layer>/delta_h<i>``,
+    logged by the attention-diagnostics callback); None when no run logged one."""
+    fig = go.Figure()
+    patterns = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+    for run in sorted(runs, key=lambda r: (labels.index(r.label), r.seed or 0)):
+        keys = logged_keys(run.run_dir, "attention/*/delta_h*")
+        curves = read_curves(run.run_dir, keys) if keys else {}
+        for i, key in enumerate(keys):
+            if not curves[key]:
+                continue
+            steps, values = zip(*curves[key], strict=True)
+            layer_head = key.removeprefix("attention/").replace("/delta_", " ")
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=values,
+                    mode="lines",
+                    name=f"{run.label} seed {run.seed} {layer_head}",
+                    line={"color": colour[run.label], "dash": patterns[i % len(patterns)], "width": 1.2},
+                )
+            )
+    if not fig.data:
+        return None
+    title = f"{task_title(runs[0].task)}: spectral shift δ per layer and head"
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="δ", yaxis_type="log")
+    fig.update_layout(legend={"orientation": "h", "y": -0.22}, height=440)
+    return _html(fig)
 
 
 def ratio_figure(runs: list[Run], keys: dict[str, list[str]]) -> str | None:
