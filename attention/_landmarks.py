@@ -191,11 +191,13 @@ def exact_for_short_rows(
     only where the sequence is short. Returns the outputs and the (b,) bool tensor of short rows.
     """
     b, h, n, d = q.shape
-    q, k, v, _ = zero_padding(q, k, v, key_padding_mask)
     short = key_padding_mask.sum(dim=-1) <= m
     order = torch.sort((~key_padding_mask).to(torch.uint8), dim=-1, stable=True).indices[:, :m]
     sub_mask = key_padding_mask.gather(1, order)
     idx = order[:, None, :, None].expand(b, h, m, d)
-    exact = masked_softmax_attention(q.gather(2, idx), k.gather(2, idx), v.gather(2, idx), sub_mask)
+    # Gather, then zero the padding of the (b, h, m, d) pieces: zeroing all n positions first cost
+    # three full passes (and three more in backward) for the m positions used.
+    q_m, k_m, v_m, _ = zero_padding(q.gather(2, idx), k.gather(2, idx), v.gather(2, idx), sub_mask)
+    exact = masked_softmax_attention(q_m, k_m, v_m, sub_mask)
     kept = torch.where(short[:, None, None, None], exact, out.gather(2, idx))
     return out.scatter(2, idx, kept), short

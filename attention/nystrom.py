@@ -123,6 +123,7 @@ class NystromAttention(AttentionBase):
         check_inputs(q, k, v, key_padding_mask)
         n = q.shape[-2]
         dtype = _compute_dtype(q.dtype)
+        factors = None
         # Autocast off: the three softmaxes and the pseudo-inverse run in fp32 even under bf16/fp16.
         with torch.autocast(device_type=q.device.type, enabled=False):
             q32, k32, v32 = (t.to(dtype) for t in (q, k, v))
@@ -143,7 +144,10 @@ class NystromAttention(AttentionBase):
         out = core.to(v.dtype)
         if self.skip is not None:
             if key_padding_mask is not None:
-                v = torch.where(key_padding_mask[:, None, :, None], v, v.new_zeros(()))
+                if factors is not None and factors.v.dtype == v.dtype:
+                    v = factors.v  # already zeroed at the padding: one full pass fewer each way
+                else:
+                    v = torch.where(key_padding_mask[:, None, :, None], v, v.new_zeros(()))
             out = out + self.skip(v)
         return out
 
