@@ -20,6 +20,10 @@ from attention._landmarks import (
 from attention._pinv import PINV_METHODS, pseudo_inverse
 from attention.base import AttentionBase, check_inputs
 
+# How the skip convolves: block-Toeplitz GEMMs (the default, chosen for the CPU) or PyTorch's own
+# grouped convolution (to measure on a GPU, where the GEMM form is most of Nyström's time at 16K).
+CONV_IMPLS = ("gemm", "native")
+
 
 class ValueConvSkip(nn.Module):
     """Depthwise convolution of V along the sequence, one kernel per head (Nyströmformer's skip),
@@ -34,9 +38,12 @@ class ValueConvSkip(nn.Module):
     against 0.2 s for this form, two threads on a busy 2-core machine; equal on one idle thread).
     """
 
-    def __init__(self, num_heads: int, kernel: int):
+    def __init__(self, num_heads: int, kernel: int, impl: str = "gemm"):
         super().__init__()
+        if impl not in CONV_IMPLS:
+            raise ValueError(f"attention.conv_impl must be one of {'|'.join(CONV_IMPLS)}; got {impl!r}")
         self.kernel = kernel
+        self.impl = impl
         # Same initialisation as nn.Conv2d's default (kaiming-uniform, fan_in = kernel).
         bound = kernel**-0.5
         self.weight = nn.Parameter(torch.empty(num_heads, 1, kernel).uniform_(-bound, bound))
@@ -55,6 +62,13 @@ class ValueConvSkip(nn.Module):
         return w[:, self.tap] * self.band.to(dtype)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:  # (b, h, n, d), zero at padded positions
+        if self.impl == "native":
+            # PyTorch's grouped convolution (cuDNN on a GPU): heads as channels, the sequence as height.
+            weight = self.weight[..., None].to(v.dtype)
+            right = self.kernel - 1 - self.left
+            if right != self.left:  # an even kernel: its extra zero goes right, as in the GEMM form
+                v = F.pad(v, (0, 0, 0, right - self.left))
+            return F.conv2d(v, weight, groups=v.shape[1], padding=(self.left, 0))
         b, h, n, d = v.shape
         size = self.block
         blocks = -(-n // size)
@@ -81,7 +95,8 @@ class NystromAttention(AttentionBase):
     """Nyström attention with masked segment-mean landmarks.
 
     Knobs: ``num_landmarks`` (m), ``pinv`` (newton|exact), ``pinv_iterations`` (Newton-Schulz steps),
-    ``conv_kernel`` (depthwise-conv skip on V; 0 = off). For ``n <= m`` it is exact softmax.
+    ``conv_kernel`` (depthwise-conv skip on V; 0 = off), ``conv_impl`` (gemm|native: how the skip
+    convolves, same result). For ``n <= m`` it is exact softmax.
     """
 
     def __init__(
@@ -94,6 +109,7 @@ class NystromAttention(AttentionBase):
         pinv: str = "newton",
         pinv_iterations: int = 6,
         conv_kernel: int = 35,
+        conv_impl: str = "gemm",
     ):
         super().__init__(num_heads, head_dim, max_len)
         _check_positive_int(num_landmarks, "num_landmarks")
@@ -105,7 +121,8 @@ class NystromAttention(AttentionBase):
         self.pinv = pinv
         self.pinv_iterations = pinv_iterations
         self.conv_kernel = conv_kernel
-        self.skip = ValueConvSkip(num_heads, conv_kernel) if conv_kernel > 0 else None
+        self.conv_impl = conv_impl
+        self.skip = ValueConvSkip(num_heads, conv_kernel, conv_impl) if conv_kernel > 0 else None
 
     # Whether combine() needs each row's max logit of F (spectral shift's free normaliser does).
     keep_row_max = False
@@ -113,7 +130,8 @@ class NystromAttention(AttentionBase):
     def extra_repr(self) -> str:
         return (
             f"num_landmarks={self.num_landmarks}, pinv={self.pinv}, "
-            f"pinv_iterations={self.pinv_iterations}, conv_kernel={self.conv_kernel}"
+            f"pinv_iterations={self.pinv_iterations}, conv_kernel={self.conv_kernel}, "
+            f"conv_impl={self.conv_impl}"
         )
 
     def pseudo_inverse(self, system: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,7 @@ class SpectralShiftAttention(NystromAttention):
         fixed_delta: float = 0.0,
         **nystrom_knobs,
     ):
-        """``nystrom_knobs``: Nyström's own (num_landmarks, pinv, pinv_iterations, conv_kernel)."""
+        """``nystrom_knobs``: Nyström's own (num_landmarks, pinv, pinv_iterations, conv_kernel, conv_impl)."""
         super().__init__(num_heads, head_dim, max_len, **nystrom_knobs)
         num_landmarks = self.num_landmarks
         if form not in FORMS:

@@ -151,6 +151,7 @@ def test_bf16_autocast_keeps_fp32_inside_and_gradients_finite():
         ({"pinv": "svd"}, "attention.pinv must be one of newton|exact"),
         ({"pinv_iterations": 0}, "attention.pinv_iterations"),
         ({"conv_kernel": -1}, "attention.conv_kernel"),
+        ({"conv_impl": "fft"}, "attention.conv_impl must be one of gemm|native"),
     ],
 )
 def test_bad_knobs_name_the_config_key(knobs, key):
@@ -183,3 +184,36 @@ def test_conv_skip_matches_depthwise_conv1d_with_gradients(kernel, n):
     torch.testing.assert_close(ours[0], ref.detach())
     torch.testing.assert_close(ours[1], v.grad)
     torch.testing.assert_close(ours[2], skip.weight.grad)
+
+
+@pytest.mark.parametrize("kernel", [1, 4, 35, 80])
+@pytest.mark.parametrize("n", [7, 100])
+def test_native_conv_skip_equals_the_gemm_form_with_gradients(kernel, n):
+    """``conv_impl: native`` (PyTorch's grouped convolution, for GPUs) computes what the default GEMM
+    form computes, forward and backward, also for even kernels and kernels longer than the sequence."""
+    from attention.nystrom import ValueConvSkip
+
+    gemm = ValueConvSkip(2, kernel).double()
+    native = ValueConvSkip(2, kernel, impl="native").double()
+    native.load_state_dict(gemm.state_dict())
+    v = torch.randn(3, 2, n, 5, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(3, 2, n, 5, dtype=torch.float64)
+    results = []
+    for skip in (gemm, native):
+        v.grad = None
+        out = skip(v)
+        (out * grad).sum().backward()
+        results.append((out.detach(), v.grad.clone(), skip.weight.grad.clone()))
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(theirs, ours)
+
+
+def test_native_conv_skip_keeps_padding_out_of_real_outputs():
+    q, k, v = qkv(n=45)
+    mask = padding_mask(2, 45, [45, 29])
+    gemm = NystromAttention(2, 8, num_landmarks=6, conv_kernel=35)
+    native = NystromAttention(2, 8, num_landmarks=6, conv_kernel=35, conv_impl="native")
+    native.load_state_dict(gemm.state_dict())
+    v2 = torch.where(~mask[:, None, :, None], torch.full_like(v, float("inf")), v)
+    real = mask[:, None, :, None].expand_as(v)
+    torch.testing.assert_close(native(q, k, v2, mask)[real], gemm(q, k, v, mask)[real])

@@ -31,6 +31,7 @@ def qkv(n=300, seed=0):
 @pytest.mark.parametrize(
     "make",
     [lambda: NystromAttention(2, 32, num_landmarks=32)]
+    + [lambda: NystromAttention(2, 32, num_landmarks=32, conv_impl="native")]
     + [lambda form=f: SpectralShiftAttention(2, 32, num_landmarks=32, form=form) for f in FORMS],
 )
 def test_bf16_autocast_on_cuda_keeps_gradients_finite(make):
@@ -59,6 +60,21 @@ def test_cuda_matches_cpu_and_is_batch_independent():
     )
     alone = attn.cuda()(q[:1, :, :101], k[:1, :, :101], v[:1, :, :101], None)
     torch.testing.assert_close(gpu[0, :, :101], alone[0], rtol=1e-4, atol=1e-5)
+
+
+def test_native_conv_skip_equals_the_gemm_form_on_cuda():
+    from attention.nystrom import ValueConvSkip
+
+    gemm = ValueConvSkip(2, 35).double().cuda()
+    native = ValueConvSkip(2, 35, impl="native").double().cuda()
+    native.load_state_dict(gemm.state_dict())
+    v = torch.randn(3, 2, 1000, 32, dtype=torch.float64, device="cuda", requires_grad=True)
+    out_gemm = gemm(v)
+    (g_gemm,) = torch.autograd.grad(out_gemm.square().sum(), v)
+    out_native = native(v)
+    (g_native,) = torch.autograd.grad(out_native.square().sum(), v)
+    torch.testing.assert_close(out_native, out_gemm)
+    torch.testing.assert_close(g_native, g_gemm)
 
 
 def test_softmax_sdpa_with_dropout_on_cuda():

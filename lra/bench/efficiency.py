@@ -50,10 +50,12 @@ REFERENCES = ("softmax-dense", *PACKAGES)  # rows that are not attention configs
 BASELINE = "nystrom"
 
 
-def default_variants() -> list[str]:
+def default_variants(cuda: bool = False) -> list[str]:
     names = attention_names()
     noconv = [f"{n}:conv_kernel=0" for n in names if has_knob(n, "conv_kernel")]
-    return [*names, "softmax-dense", *noconv, *(row for row in PACKAGES if available(row))]
+    # On a GPU also the skip as PyTorch's grouped convolution: the GEMM form suits the CPU, not a GPU.
+    native = [f"{n}:conv_impl=native" for n in names if cuda and has_knob(n, "conv_impl")]
+    return [*names, "softmax-dense", *noconv, *native, *(row for row in PACKAGES if available(row))]
 
 
 class DenseSoftmax(nn.Module):
@@ -351,7 +353,7 @@ def main(argv=None) -> int:
     if args.time_worker:
         print(json.dumps(time_length(args.variants, args.time_worker, args, "cpu")))
         return 0
-    args.variants = args.variants or default_variants()
+    args.variants = args.variants or default_variants(cuda="cuda" in args.devices)
     known = set(attention_names()) | set(REFERENCES)
     unknown = sorted(v for v in args.variants if parse_variant(v)[0] not in known)
     if unknown:
