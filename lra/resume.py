@@ -22,11 +22,17 @@ from lra.module import RUN_IDENTITY_KEY
 MAX_LISTED = 4
 
 
+# Attention keys that change how a layer computes, not what: a checkpoint resumes across them (and
+# checkpoints written before such a key existed still resume).
+HOW_NOT_WHAT = ("conv_impl",)
+
+
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: the task's name, the attention and the model."""
+    attention = OmegaConf.to_container(cfg.attention, resolve=True)
     return {
         "task": {"name": str(cfg.task.name)},
-        "attention": OmegaConf.to_container(cfg.attention, resolve=True),
+        "attention": {k: v for k, v in attention.items() if k not in HOW_NOT_WHAT},
         "model": OmegaConf.to_container(cfg.model, resolve=True),
     }
 
@@ -73,13 +79,11 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, str]:
 
 
 def differences(saved: dict, current: dict) -> list[str]:
-    """``key: checkpoint value -> this run's value`` for every key that differs."""
+    """``key: checkpoint value -> this run's value`` for every key that differs; a different task or
+    attention (``*.name``) first, since only the first few are listed and that says the most."""
     a, b = _flatten(saved), _flatten(current)
-    return [
-        f"{k}={a.get(k, '<unset>')} vs {b.get(k, '<unset>')}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k)
-    ]
+    keys = sorted(set(a) | set(b), key=lambda k: (not k.endswith(".name"), k))
+    return [f"{k}={a.get(k, '<unset>')} vs {b.get(k, '<unset>')}" for k in keys if a.get(k) != b.get(k)]
 
 
 def _listed(items: list[str]) -> str:

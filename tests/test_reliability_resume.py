@@ -142,3 +142,18 @@ def test_checkpoint_without_a_record_is_checked_against_its_runs_hydra_config(un
         check_identity(ckpt, path, compose_run(*args, "model.depth=3"))
     with pytest.raises(CheckpointError, match="records no task/attention/model config"):
         check_identity(ckpt, tmp_path / "elsewhere" / "last.ckpt", compose_run(*args))
+
+
+def test_how_an_attention_computes_is_not_part_of_what_a_checkpoint_must_match(tmp_path):
+    """``attention.conv_impl`` changes how the conv skip is computed, not what: a checkpoint resumes
+    across it, and one written before the key existed still resumes."""
+    from lra.resume import differences, run_identity
+    from tests.conftest import tiny_listops
+    from tests.run_helpers import compose_run
+
+    base = [*tiny_listops(tmp_path / "data"), "attention=nystrom"]
+    gemm = run_identity(compose_run(*base))
+    native = run_identity(compose_run(*base, "attention.conv_impl=native"))
+    assert differences(gemm, native) == []
+    other = run_identity(compose_run(*base, "attention.conv_kernel=5"))
+    assert differences(gemm, other) == ["attention.conv_kernel=35 vs 5"]
