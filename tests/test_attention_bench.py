@@ -138,8 +138,9 @@ def fidelity_settings_subset(args):
 
 
 def test_gpu_check_orchestration_runs_on_cpu_at_toy_sizes(tmp_path):
-    """``python -m lra.gpu_check`` has never run on a GPU here: its orchestration (every step, the three
-    side-by-side ListOps runs, the dashboard, the summary) is exercised on the CPU at toy sizes."""
+    """``python -m lra.gpu_check`` runs on a GPU only when one is lent (first on 2026-11-28, an H200): its
+    orchestration (every step, the three side-by-side ListOps runs, the dashboard, the summary) is
+    exercised on the CPU at toy sizes."""
     import subprocess
     import sys
 
