@@ -21,7 +21,7 @@ def window_logits(f: NystromFactors, window: int) -> tuple[torch.Tensor, torch.T
 
     Blocks of ``2 w`` queries against the ``4 w`` keys from ``w`` before the block to ``w`` after it:
     batched GEMMs of (2w x d) by (d x 4w), O(n w d), nothing n x n. Each query's band is then a
-    diagonal strip of its block's logits, read out by padding every row by one column ("skewing").
+    diagonal strip of its block's logits, read out in place by a view whose rows step one column on.
     """
     q, k, mask = f.q, f.k, f.mask
     b, h, n, d = q.shape
@@ -35,10 +35,17 @@ def window_logits(f: NystromFactors, window: int) -> tuple[torch.Tensor, torch.T
     k_blocks = torch.cat(
         [keys[:, :, s * span : s * span + size].view(b, h, blocks, span, d) for s in range(2)], dim=-2
     )
-    logits = q_blocks @ k_blocks.transpose(-1, -2)  # (b, h, blocks, 2w, 4w)
-    # Row r of a block needs columns r .. r + 2w: with rows of 4w + 1 entries they start at column 0.
-    skewed = torch.nn.functional.pad(logits.flatten(-2), (0, span)).view(b, h, blocks, span, 2 * span + 1)
-    near = skewed[..., :width].reshape(b, h, size, width)[:, :, :n]
+    logits = (q_blocks @ k_blocks.transpose(-1, -2)).contiguous()  # (b, h, blocks, 2w, 4w)
+    # Row r of a block needs columns r .. r + 2w, i.e. entries r (4w + 1) + o of the block: a strided
+    # view with a row stride of 4w + 1 reads the band in place (the last row ends at the block's end).
+    cols = 2 * span
+    block = span * cols
+    band = logits.as_strided(
+        (b, h, blocks, span, width),
+        (h * blocks * block, blocks * block, block, cols + 1, 1),
+        logits.storage_offset(),
+    )
+    near = band.reshape(b, h, size, width)[:, :, :n]
     offsets = torch.arange(-window, window + 1, device=q.device)
     pos = torch.arange(n, device=q.device)[:, None] + offsets[None, :]  # (n, 2w + 1)
     inside = (pos >= 0) & (pos < n)
@@ -67,7 +74,10 @@ def free_log_normaliser(
     log_sum = f.f_row_max - f.f.detach().amax(dim=-1).clamp_min(tiny).log()
     if f.seg.index is None and near is None:  # every segment holds n / m real tokens
         return torch.logaddexp(s_diag, log_sum + math.log(f.seg.n // f.seg.m))
-    weighted = (f.f @ f.counts.to(f.f.dtype)[:, None, :, None]).squeeze(-1)  # (b, h, n)
+    if f.seg.index is None:  # equal segments: F's rows sum to 1, so the count-weighted sum is the count
+        weighted = f.f.new_full(f.f.shape[:-1], float(f.seg.n // f.seg.m))
+    else:
+        weighted = (f.f @ f.counts.to(f.f.dtype)[:, None, :, None]).squeeze(-1)  # (b, h, n)
     if near is None:
         return torch.logaddexp(s_diag, log_sum + weighted.clamp_min(1.0).log())
     logits, real = near
