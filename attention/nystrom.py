@@ -74,10 +74,14 @@ class ValueConvSkip(nn.Module):
         blocks = -(-n // size)
         t = self.toeplitz(v.dtype)
         padded = F.pad(v, (0, 0, size, blocks * size - n + size)).view(b, h, blocks + 2, size, d)
-        # One GEMM per head and source offset: (B x B) @ (B x [batch, blocks, d]).
-        columns = padded.permute(1, 3, 0, 2, 4)  # (h, B, b, blocks + 2, d)
-        y = sum(t[:, k] @ columns[:, :, :, k : k + blocks].reshape(h, size, -1) for k in range(3))
-        y = y.view(h, size, b, blocks, d).permute(2, 0, 3, 1, 4).reshape(b, h, blocks * size, d)
+        # One GEMM per head and source offset: (B x B) @ (B x [blocks, batch, d]). With the block
+        # index outermost of the right operand, each offset's operand is a contiguous slice of one
+        # copy (a view, not a copy per offset), and the three products accumulate in place.
+        columns = padded.permute(1, 3, 2, 0, 4).contiguous()  # (h, B, blocks + 2, b, d)
+        y = torch.bmm(t[:, 0], columns[:, :, :blocks].reshape(h, size, -1))
+        for k in (1, 2):
+            y = y.baddbmm(t[:, k], columns[:, :, k : k + blocks].reshape(h, size, -1))
+        y = y.view(h, size, blocks, b, d).permute(3, 0, 2, 1, 4).reshape(b, h, blocks * size, d)
         return y[:, :, :n]
 
 
