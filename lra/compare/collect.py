@@ -185,16 +185,21 @@ def resume_chain(run_dir: Path, limit: int = 100) -> list[Path]:
 
 
 def _csv_curves(run_dir: Path, keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
-    curves: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
+    """Points of every CSV column named by ``keys``; a key may be an fnmatch pattern
+    (``attention/*/delta_h*``), which stands for every column it matches."""
+    curves: dict[str, list[tuple[int, float]]] = {k: [] for k in keys if not _is_pattern(k)}
     for path in sorted(Path(run_dir).glob("csv/version_*/metrics.csv")):
         try:
             with open(path, newline="") as f:
-                for row in csv.DictReader(f):
-                    for key in keys:
-                        value, step = row.get(key), row.get("step")
+                reader = csv.DictReader(f)
+                columns = [c for c in reader.fieldnames or [] if any(fnmatchcase(c, k) for k in keys)]
+                for row in reader:
+                    step = row.get("step")
+                    for key in columns:
+                        value = row.get(key)
                         if value and step:
                             try:
-                                curves[key].append((int(float(step)), float(value)))
+                                curves.setdefault(key, []).append((int(float(step)), float(value)))
                             except ValueError:
                                 continue
         except (OSError, csv.Error):
@@ -202,31 +207,21 @@ def _csv_curves(run_dir: Path, keys: tuple[str, ...]) -> dict[str, list[tuple[in
     return curves
 
 
-def logged_keys(run_dir: Path, pattern: str) -> tuple[str, ...]:
-    """The CSV columns of a run (and the runs it was resumed from) whose name matches ``pattern``
-    (fnmatch), e.g. ``attention/*/delta_h*`` for spectral shift's per-head shift."""
-    found: set[str] = set()
-    for segment in resume_chain(run_dir):
-        for path in Path(segment).glob("csv/version_*/metrics.csv"):
-            try:
-                with open(path, newline="") as f:
-                    header = next(csv.reader(f), [])
-            except (OSError, csv.Error):
-                continue
-            found.update(k for k in header if fnmatchcase(k, pattern))
-    return tuple(sorted(found))
+def _is_pattern(key: str) -> bool:
+    return any(c in key for c in "*?[")
 
 
 def read_curves(run_dir: Path, keys: tuple[str, ...] = ("val/acc", "train/loss")) -> dict[str, list]:
-    """``{key: [(step, value), ...]}`` from the run's CSV logs (``csv/version_*/metrics.csv``), with
+    """``{column: [(step, value), ...]}`` from the run's CSV logs (``csv/version_*/metrics.csv``), with
     those of the runs it was resumed from (:func:`resume_chain`) up to the step where each was taken
-    over: the curve of the whole run, not only of its last piece."""
-    merged: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
+    over: the curve of the whole run, not only of its last piece. A plain key is always in the result
+    (empty when never logged); a pattern key brings the columns it matches."""
+    merged: dict[str, list[tuple[int, float]]] = {k: [] for k in keys if not _is_pattern(k)}
     later_start = None
     for segment in reversed(resume_chain(run_dir)):
         curves = _csv_curves(segment, keys)
-        for key in keys:
-            merged[key] += [p for p in curves[key] if later_start is None or p[0] < later_start]
+        for key, points in curves.items():
+            merged.setdefault(key, []).extend(p for p in points if later_start is None or p[0] < later_start)
         steps = [p[0] for points in curves.values() for p in points]
         if steps:
             later_start = min(steps) if later_start is None else min(min(steps), later_start)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from lra.compare.collect import Run, logged_keys, read_curves
+from lra.compare.collect import Run, read_curves
 from lra.compare.published import task_title
 from lra.compare.tables import (
     BASELINE,
@@ -126,11 +126,8 @@ def delta_figure(runs: list[Run], labels: list[str], colour: dict[str, str]) -> 
     fig = go.Figure()
     patterns = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
     for run in sorted(runs, key=lambda r: (labels.index(r.label), r.seed or 0)):
-        keys = logged_keys(run.run_dir, "attention/*/delta_h*")
-        curves = read_curves(run.run_dir, keys) if keys else {}
-        for i, key in enumerate(keys):
-            if not curves[key]:
-                continue
+        curves = read_curves(run.run_dir, ("attention/*/delta_h*",))
+        for i, key in enumerate(sorted(k for k, points in curves.items() if points)):
             steps, values = zip(*curves[key], strict=True)
             layer_head = key.removeprefix("attention/").replace("/delta_", " ")
             fig.add_trace(
