@@ -23,7 +23,7 @@ def window_logits(f: NystromFactors, window: int) -> tuple[torch.Tensor, torch.T
     batched GEMMs of (2w x d) by (d x 4w), O(n w d), nothing n x n. Each query's band is then a
     diagonal strip of its block's logits, read out in place by a view whose rows step one column on.
     """
-    q, k, mask = f.q, f.k, f.mask
+    q, k, mask = f.q_scaled, f.k, f.mask
     b, h, n, d = q.shape
     width = 2 * window + 1
     span = 2 * window  # queries per block
@@ -128,7 +128,7 @@ def sampled_log_normaliser(
     idx = real_first.gather(1, rank.clamp_max(n - 1))  # (b, r)
     h, d = f.k.shape[1], f.k.shape[-1]
     keys = f.k.gather(2, idx[:, None, :, None].expand(bsz, h, r, d))
-    logits = f.q @ keys.transpose(-1, -2)  # (b, h, n, r)
+    logits = f.q_scaled @ keys.transpose(-1, -2)  # (b, h, n, r)
     neg = masked_value(logits.dtype)
     # Each row drops the samples it sees exactly (its own key, or its whole window) and padded ones.
     offset = idx[:, None, :] - torch.arange(n, device=mask.device)[None, :, None]  # (b, n, r)
@@ -152,7 +152,7 @@ def sampled_log_normaliser(
 def diagonal_weights(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> torch.Tensor:
     """Each real row's estimated softmax weight on itself, ``exp(s_ii - log Z_i)``, shape (b, h, n);
     zero at padded rows. ``window``: keys within this many positions enter the normaliser exactly."""
-    s_diag = torch.einsum("bhnd,bhnd->bhn", f.q, f.k)
+    s_diag = torch.einsum("bhnd,bhnd->bhn", f.q_scaled, f.k)
     near = window_logits(f, window) if window > 0 else None
     if normaliser == "free":
         log_z = free_log_normaliser(f, s_diag, window, near)
@@ -206,8 +206,13 @@ def top_singular_values(f: NystromFactors, pinv_a: torch.Tensor, rank: int) -> t
     """
     if rank == 0:
         return f.f.new_zeros(f.f.shape[:2])
-    gram_f = f.f.transpose(-1, -2) @ f.f  # padded query rows of F are zero
+    # S is the approximant on the real tokens: padded query rows of F and empty landmarks' rows of B
+    # are not part of it (nystrom_factors leaves both unzeroed: no real output reads them).
+    real_f = torch.where(f.mask[:, None, :, None], f.f, f.f.new_zeros(())) if f.padded else f.f
+    gram_f = real_f.transpose(-1, -2) @ real_f
     gram_b = f.b @ f.b.transpose(-1, -2)
+    if f.padded:
+        gram_b = gram_b * (f.valid[:, None, :, None] & f.valid[:, None, None, :]).to(gram_b.dtype)
     r_f = _jittered_cholesky(gram_f).transpose(-1, -2)
     left = r_f @ pinv_a
     sym = left @ gram_b @ left.transpose(-1, -2)

@@ -17,6 +17,7 @@ exact softmax anyway, see :func:`exact_for_short_rows`, as they do when the whol
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -80,21 +81,27 @@ def expand_segments(y: torch.Tensor, seg: Segments) -> torch.Tensor:
 
 @dataclass
 class NystromFactors:
-    q: torch.Tensor  # (b, h, n, d) scaled, zero at padded positions
+    q: torch.Tensor  # (b, h, n, d) as given: not scaled, and not zeroed at padded positions
     k: torch.Tensor  # (b, h, n, d) idem
     v: torch.Tensor  # (b, h, n, d) zero at padded positions
     mask: torch.Tensor  # (b, n) bool, True = real token
     seg: Segments
     valid: torch.Tensor  # (b, m) bool, landmark has at least one real token
-    f_row_max: torch.Tensor | None  # (b, h, n) max_j of Q K~^T (no grad), when asked for
-    f: torch.Tensor  # (b, h, n, m), zero rows at padded queries
+    f_row_max: torch.Tensor | None  # (b, h, n) max_j of the logits of F (no grad), when asked for
+    f: torch.Tensor  # (b, h, n, m); rows at padded queries are finite but meaningless
     a: torch.Tensor  # (b, h, m, m), zero rows and columns at empty landmarks
-    b: torch.Tensor  # (b, h, m, n), zero rows at empty landmarks and zero columns at padded keys
+    b: torch.Tensor  # (b, h, m, n), zero columns at padded keys (rows at empty landmarks: see below)
     padded: bool  # whether any position may be masked (known without a device sync)
+    scale: float = 1.0  # the logits are scale * q . k (d^-1/2)
 
     @property
     def counts(self) -> torch.Tensor:
         return self.seg.counts
+
+    @cached_property
+    def q_scaled(self) -> torch.Tensor:
+        """``scale * q``: ``q_scaled @ k^T`` are the attention logits (for the spectral estimates)."""
+        return self.q * self.scale
 
 
 def zero_padding(
@@ -111,6 +118,21 @@ def zero_padding(
     return q, k, v, key_padding_mask
 
 
+def _logits(x: torch.Tensor, y_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ y_t (+ bias)`` over (b, h, ., .) with the additive mask fused into the GEMM (baddbmm):
+    unlike ``masked_fill`` it costs no pass of its own, and no copy of the gradient in backward."""
+    if bias is None:
+        return x @ y_t
+    b, h = x.shape[:2]
+    rows, cols = x.shape[-2], y_t.shape[-1]
+    out = torch.baddbmm(
+        bias.expand(b, h, 1, cols).reshape(b * h, 1, cols),
+        x.reshape(b * h, rows, x.shape[-1]),
+        y_t.reshape(b * h, y_t.shape[-2], cols),
+    )
+    return out.view(b, h, rows, cols)
+
+
 def nystrom_factors(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -122,37 +144,50 @@ def nystrom_factors(
     """The landmark pieces. ``keep_row_max``: also return each row's max logit of ``F`` (with
     ``max_j F_ij`` it gives the row's log-normaliser for free, see :mod:`attention._delta`).
 
-    Without padding every masking step is skipped (each costs a pass over an n x m tensor)."""
+    Every pass over an n x d or n x m tensor that no real output depends on is left out, because
+    these passes, not the GEMMs, were most of a padded training step's attention time:
+
+    - Only V is zeroed at the padding (B V and the conv skip read it). Q and K are not: a padded key
+      falls in no segment and gets a -max logit in ``B``; a padded query's row of ``F`` is never read
+      by a real row (its output is discarded downstream).
+    - ``d^-1/2`` scales the m x d landmark means, not Q and K.
+    - Masks enter the logits as an additive bias fused into the GEMM, not as ``masked_fill``.
+    - ``B``'s rows at empty landmarks are not zeroed: empty landmarks exist only in sequences of fewer
+      than m real tokens, and ``F``'s columns there are exactly zero (their logit is the -max bias),
+      as are ``pinv(A)``'s off-diagonal blocks (``A`` is block diagonal, see :func:`landmark_system`),
+      so ``F pinv(A) B`` never reads those rows (they are finite: a uniform row over the real keys).
+    """
     b, _, n, d = q.shape
     padded = key_padding_mask is not None
-    q, k, v, mask = zero_padding(q, k, v, key_padding_mask)
-    scale = d**-0.25
-    q, k = q * scale, k * scale
+    if padded:
+        mask = key_padding_mask
+        v = torch.where(key_padding_mask[:, None, :, None], v, v.new_zeros(()))
+    else:
+        mask = torch.ones(b, n, dtype=torch.bool, device=q.device)
+    scale = d**-0.5
     seg = segment_sequences(key_padding_mask, b, n, m, q.device)
     valid = seg.counts > 0
-    q_land = segment_means(q, seg)
+    # segment_means bins padded positions apart, so unzeroed Q and K are fine there (finite values).
+    q_land = segment_means(q, seg) * scale
     k_land = segment_means(k, seg)
 
-    f_logits = q @ k_land.transpose(-1, -2)
-    a_logits = q_land @ k_land.transpose(-1, -2)
-    b_logits = q_land @ k.transpose(-1, -2)
+    landmark_bias = key_bias = None
     if padded:
         neg = masked_value(q.dtype)
-        empty_col = ~valid[:, None, None, :]
-        f_logits = f_logits.masked_fill(empty_col, neg)
-        a_logits = a_logits.masked_fill(empty_col, neg)
-        b_logits = b_logits.masked_fill(~mask[:, None, None, :], neg)
+        zero = q.new_zeros(())
+        landmark_bias = torch.where(valid, zero, neg)[:, None, None, :]  # (b, 1, 1, m)
+        key_bias = torch.where(mask, zero, neg)[:, None, None, :]  # (b, 1, 1, n)
+    f_logits = _logits(q, (k_land * scale).transpose(-1, -2), landmark_bias)
+    a_logits = _logits(q_land, k_land.transpose(-1, -2), landmark_bias)
+    b_logits = _logits(q_land, k.transpose(-1, -2), key_bias)
     f_row_max = f_logits.detach().amax(dim=-1) if keep_row_max else None
     f = f_logits.softmax(dim=-1)
     a = a_logits.softmax(dim=-1)
     b_ = b_logits.softmax(dim=-1)
     if padded:
-        # Padded query rows of F are not part of S (zeroing them keeps them out of the spectral
-        # estimates); empty landmarks get zero rows in A and B (see the module doc).
-        f = f * mask[:, None, :, None].to(f.dtype)
+        # Empty landmarks get zero rows in A (m x m, cheap), so that A is block diagonal (module doc).
         a = a * (valid[:, None, :, None] & valid[:, None, None, :]).to(a.dtype)
-        b_ = b_ * valid[:, None, :, None].to(b_.dtype)
-    return NystromFactors(q, k, v, mask, seg, valid, f_row_max, f, a, b_, padded)
+    return NystromFactors(q, k, v, mask, seg, valid, f_row_max, f, a, b_, padded, scale)
 
 
 def landmark_system(a: torch.Tensor, valid: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:

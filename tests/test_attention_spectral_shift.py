@@ -162,7 +162,8 @@ def test_top_singular_values_match_the_dense_approximant():
     mask = lengths_mask(70, [70, 44])
     f = nystrom_factors(q, k, v, mask, 8, keep_row_max=True)
     p = newton_schulz_pinv(landmark_system(f.a, f.valid), 6)
-    dense = f.f @ p @ f.b  # (b, h, N, N): small enough here
+    real_f = f.f * mask[:, None, :, None]  # S: the approximant on the real tokens
+    dense = real_f @ p @ f.b  # (b, h, N, N): small enough here
     truth = torch.linalg.svdvals(dense)[..., :5].sum(-1)
     torch.testing.assert_close(top_singular_values(f, p, 5), truth, rtol=1e-6, atol=1e-8)
 
@@ -265,7 +266,7 @@ def test_window_logits_are_the_band_of_the_dense_logits(n, window):
     mask[1, n - n // 3 :] = False
     f = nystrom_factors(q, k, v, mask, 4, keep_row_max=True)
     near, real = window_logits(f, window)
-    dense = f.q @ f.k.transpose(-1, -2)
+    dense = f.q_scaled @ f.k.transpose(-1, -2)
     for i in range(n):
         for c, o in enumerate(range(-window, window + 1)):
             j = i + o
