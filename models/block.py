@@ -8,6 +8,36 @@ from torch import nn
 from attention._dropout import Dropout
 
 
+class _SplitHeads(torch.autograd.Function):
+    """``(b, n, 3 h d) -> q, k, v``, each a contiguous ``(b, h, n, d)``.
+
+    The same values as ``view(b, n, 3, h, d).permute(2, 0, 3, 1, 4)`` unpacked, but autograd's
+    backward of that unpacking stacks the three gradients (a cat) and then copies the stack into the
+    projection's layout: two full passes, the first the largest single copy of a Nyström ListOps
+    step. Here backward writes each gradient straight into its place (one pass), and forward hands
+    the attention contiguous heads, so its GEMMs need no copies of their own.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, heads: int):
+        b, n, width = qkv.shape
+        parts = qkv.view(b, n, 3, heads, width // (3 * heads))
+        ctx.parts_shape = parts.shape
+        return tuple(parts[:, :, i].transpose(1, 2).contiguous() for i in range(3))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        b, n, three, heads, d = ctx.parts_shape
+        ref = next(g for g in grads if g is not None)
+        grad = ref.new_empty(ctx.parts_shape)
+        for i, g in enumerate(grads):
+            if g is None:
+                grad[:, :, i].zero_()
+            else:
+                grad[:, :, i].copy_(g.transpose(1, 2))
+        return grad.view(b, n, three * heads * d), None
+
+
 class MultiHeadSelfAttention(nn.Module):
     """Projections around a pluggable attention core (see the ``attention`` package)."""
 
@@ -23,7 +53,7 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, _ = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = _SplitHeads.apply(self.qkv(x), self.num_heads)
         y = self.inner(q, k, v, mask)  # (b, heads, n, head_dim)
         return self.out(y.transpose(1, 2).reshape(b, n, -1))
 

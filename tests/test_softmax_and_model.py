@@ -99,3 +99,25 @@ def test_two_towers_need_both_documents():
 def test_too_long_input_names_the_config_key():
     with pytest.raises(ValueError, match="model.max_len=40"):
         tiny_model()(torch.zeros(1, 41, dtype=torch.long), None)
+
+
+@pytest.mark.parametrize("used", [(0, 1, 2), (0,), (1, 2)])
+def test_head_split_matches_the_permuted_view_in_values_and_gradients(used):
+    """The projection's split into q, k, v (a custom backward) gives autograd's values and gradients,
+    also when only some of the three reach the loss."""
+    from models.block import _SplitHeads
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 7, 3 * 2 * 4, dtype=torch.float64, generator=g, requires_grad=True)
+    weights = [torch.randn(3, 2, 7, 4, dtype=torch.float64, generator=g) for _ in range(3)]
+
+    def loss(parts):
+        return sum((parts[i] * weights[i]).sum() for i in used)
+
+    split = _SplitHeads.apply(x, 2)
+    reference = x.view(3, 7, 3, 2, 4).permute(2, 0, 3, 1, 4)
+    for mine, ref in zip(split, reference):
+        assert mine.is_contiguous() and torch.equal(mine, ref)
+    (mine_grad,) = torch.autograd.grad(loss(split), x)
+    (ref_grad,) = torch.autograd.grad(loss(reference.unbind(0)), x)
+    assert torch.equal(mine_grad, ref_grad)
