@@ -47,3 +47,17 @@ def test_low_precision_inputs_keep_their_dtype():
 def test_bad_probability_is_refused():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         Dropout(1.5)
+
+
+def test_mask_lanes_are_unbiased_and_independent():
+    """Four mask elements share one 64-bit draw: each must still be dropped with probability p,
+    independently of the other three (and at lengths that are not a multiple of four)."""
+    from attention._dropout import keep_mask
+
+    torch.manual_seed(2)
+    lanes = keep_mask((2_000_000,), 0.1, "cpu").view(-1, 4).float()
+    torch.testing.assert_close(1 - lanes.mean(dim=0), torch.full((4,), 0.1), atol=2e-3, rtol=0)  # sd 4e-4
+    corr = torch.corrcoef(lanes.T) - torch.eye(4)
+    assert corr.abs().max() < 5e-3  # sd ~ 1e-3
+    odd = keep_mask((3, 7, 5), 0.5, "cpu")
+    assert odd.shape == (3, 7, 5) and odd.dtype == torch.bool
