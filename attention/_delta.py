@@ -160,8 +160,10 @@ def diagonal_weights(f: NystromFactors, normaliser: str, num_samples: int, windo
         log_z = sampled_log_normaliser(f, s_diag, num_samples, window, near)
     else:
         raise ValueError(f"attention.normaliser must be one of {'|'.join(NORMALISERS)}; got {normaliser!r}")
-    # where, not a product: padded rows may hold inf (their F row is zero) and must not give NaN.
-    return torch.where(f.mask[:, None, :], (s_diag - log_z).exp(), s_diag.new_zeros(()))
+    # Masked before the exponential: a padded row's own logit need not be in its normaliser (with a
+    # window it is not), so its exp may overflow, and inf * 0 would put NaN in the gradients.
+    log_w = torch.where(f.mask[:, None, :], s_diag - log_z, float("-inf"))
+    return log_w.exp()
 
 
 def trace_estimate(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> torch.Tensor:

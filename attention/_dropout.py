@@ -5,9 +5,10 @@
 threshold): for a 32 x 2000 x 128 activation, forward+backward took 63 ms with ``F.dropout``, 43–60
 ms with uniform floats compared with ``p`` (the previous form) and 36 ms with these lanes (one thread;
 the mask alone 18 against 8.5 ms), 2026-11-28. At the ListOps setting the masks were the second
-largest item of a Nyström training step. Each element is kept with probability ``1 - p`` and kept
-ones are scaled by ``1 / (1 - p)``, as in ``F.dropout``; only the random stream differs, and ``p`` is
-rounded to a multiple of 2^-15 (0.1 -> 0.100006). On other devices ``F.dropout`` is already fused and
+largest item of a Nyström training step. Each element is dropped with probability ``p`` rounded to a
+multiple of 2^-15 (0.1 -> 0.100006) and kept ones are scaled by ``1 / (1 - p)`` of that rounded
+``p``, so the expectation is kept exactly, as in ``F.dropout``; only the random stream differs. (``p``
+within 2^-16 of 1 goes to ``F.dropout``; ``p`` below 2^-16 drops nothing.) On other devices ``F.dropout`` is already fused and
 is used as is. (Softmax attention keeps SDPA's own dropout: written out by hand with this mask it was
 slower, 2.8 s against 2.1 s for one layer at 8 x 2 x 2000 x 2000.)
 """
@@ -39,22 +40,32 @@ class _KeepScale(torch.autograd.Function):
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0:
+    levels = round(p * _LEVELS)  # p as the mask draws it, in steps of 2^-15
+    if x.device.type != "cpu" or levels >= _LEVELS:
         return F.dropout(x, p, training=True)
-    return _KeepScale.apply(x, keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
+    if levels == 0:  # p < 2^-16: no element would ever be dropped
+        return x
+    return _KeepScale.apply(x, keep_mask(x.shape, p, x.device), _LEVELS / (_LEVELS - levels))
+
+
+_LEVELS = 2**15
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """Bool mask, each element True with probability ``1 - round(p 2^15) / 2^15``, independently.
+    """Bool mask, each element True with probability ``1 - round(p 2^15) / 2^15``, independently
+    (``p`` in [0, 1 - 2^-16), where that rounding stays below 1).
 
     ``random_`` fills an int64 with 63 uniform bits (the sign bit is 0). Shifted left by one, its
     four 16-bit lanes are uniform over [-2^15, 2^15), except that the lowest lane only takes even
     values; against an even threshold ``t``, ``P(lane < t) = (t + 2^15) / 2^16`` holds for that lane
     too, and the lanes are independent (disjoint bits), whichever the byte order."""
+    levels = round(p * _LEVELS)
+    if not 0 <= levels < _LEVELS:
+        raise ValueError(f"keep_mask needs 0 <= p < 1 - 2^-16; got p={p}")
     numel = math.prod(shape)
     draws = -(-numel // 4)
     bits = torch.empty(draws, dtype=torch.int64, device=device).random_().bitwise_left_shift_(1)
-    threshold = -(2**15) + 2 * round(p * 2**15)
+    threshold = -_LEVELS + 2 * levels
     return (bits.view(torch.int16) >= threshold)[:numel].view(shape)
 
 

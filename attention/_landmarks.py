@@ -1,7 +1,8 @@
 """The Nyström pieces shared by Nyström and spectral-shift attention.
 
-Per batch item and head, with ``Q, K`` scaled by ``d^-1/4`` and ``m`` landmarks (segment means):
-``F = softmax(Q K~^T)`` (n x m), ``A = softmax(Q~ K~^T)`` (m x m), ``B = softmax(Q~ K^T + mask)`` (m x n).
+Per batch item and head, with ``m`` landmarks (segment means ``Q~, K~``) and logits scaled by
+``d^-1/2``: ``F = softmax(Q K~^T)`` (n x m), ``A = softmax(Q~ K~^T)`` (m x m),
+``B = softmax(Q~ K^T + mask)`` (m x n).
 
 Every sequence is segmented by its **own** real length ``L``: its real token of rank ``r`` (0-based,
 counting real tokens only) belongs to segment ``floor(r m / L)``, so each of the m segments holds
@@ -9,9 +10,11 @@ counting real tokens only) belongs to segment ``floor(r m / L)``, so each of the
 is therefore the same alone or beside longer ones. Padded positions belong to no segment.
 
 A sequence shorter than m gets *empty* landmarks: their column of ``F`` and ``A`` and their row of
-``A`` and ``B`` are zero, and :func:`landmark_system` puts a 1 on their diagonal, so the landmark
-matrix is block diagonal ``diag(A_valid, I)``. (The attention modules answer such sequences with
-exact softmax anyway, see :func:`exact_for_short_rows`, as they do when the whole batch is short.)
+``A`` are zero (``F``: at its real rows), and :func:`landmark_system` puts a 1 on their diagonal, so
+the landmark matrix is block diagonal ``diag(A_valid, I)``. Their row of ``B`` is left as it comes
+(finite, never read through ``F``'s zero columns). The attention modules answer such sequences with
+exact softmax anyway (:func:`exact_for_short_rows`), as they do when the whole batch is short, so
+nothing of theirs computed here reaches an output.
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ def segment_sequences(mask: torch.Tensor | None, batch: int, n: int, m: int, dev
 
 
 def segment_means(x: torch.Tensor, seg: Segments) -> torch.Tensor:
-    """Means over each segment's real tokens, (b, h, n, d) -> (b, h, m, d). ``x`` must be zero (not
-    inf or NaN) at padded positions. Empty segments give zero rows."""
+    """Means over each segment's real tokens, (b, h, n, d) -> (b, h, m, d). Values at padded positions
+    never enter (they are summed into a discarded bin). Empty segments give zero rows."""
     b, h, n, d = x.shape
     if seg.index is None:
         return x.view(b, h, seg.m, n // seg.m, d).mean(dim=-2)
@@ -82,7 +85,7 @@ def expand_segments(y: torch.Tensor, seg: Segments) -> torch.Tensor:
 @dataclass
 class NystromFactors:
     q: torch.Tensor  # (b, h, n, d) as given: not scaled, and not zeroed at padded positions
-    k: torch.Tensor  # (b, h, n, d) idem
+    k: torch.Tensor  # (b, h, n, d) not scaled, zero at padded positions
     v: torch.Tensor  # (b, h, n, d) zero at padded positions
     mask: torch.Tensor  # (b, n) bool, True = real token
     seg: Segments
@@ -90,7 +93,7 @@ class NystromFactors:
     f_row_max: torch.Tensor | None  # (b, h, n) max_j of the logits of F (no grad), when asked for
     f: torch.Tensor  # (b, h, n, m); rows at padded queries are finite but meaningless
     a: torch.Tensor  # (b, h, m, m), zero rows and columns at empty landmarks
-    b: torch.Tensor  # (b, h, m, n), zero columns at padded keys (rows at empty landmarks: see below)
+    b: torch.Tensor  # (b, h, m, n), zero columns at padded keys (rows at empty landmarks: module doc)
     padded: bool  # whether any position may be masked (known without a device sync)
     scale: float = 1.0  # the logits are scale * q . k (d^-1/2)
 
@@ -144,30 +147,31 @@ def nystrom_factors(
     """The landmark pieces. ``keep_row_max``: also return each row's max logit of ``F`` (with
     ``max_j F_ij`` it gives the row's log-normaliser for free, see :mod:`attention._delta`).
 
-    Every pass over an n x d or n x m tensor that no real output depends on is left out, because
-    these passes, not the GEMMs, were most of a padded training step's attention time:
+    Every pass over an n x d or n x m tensor that no real output needs is left out, because these
+    passes, not the GEMMs, were most of a padded training step's attention time:
 
-    - Only V is zeroed at the padding (B V and the conv skip read it). Q and K are not: a padded key
-      falls in no segment and gets a -max logit in ``B``; a padded query's row of ``F`` is never read
-      by a real row (its output is discarded downstream).
+    - K and V are zeroed at the padding (``where``: inf or NaN there cannot reach a real output through
+      ``B`` or ``B V``; the conv skip reads V too). Q is not: a padded query's row of ``F`` only
+      reaches that padded position's output, which the model discards. (Its non-finite values could
+      still poison gradients, as anywhere in a network; the spectral estimates mask such rows before
+      any exponential.)
     - ``d^-1/2`` scales the m x d landmark means, not Q and K.
-    - Masks enter the logits as an additive bias fused into the GEMM, not as ``masked_fill``.
-    - ``B``'s rows at empty landmarks are not zeroed: empty landmarks exist only in sequences of fewer
-      than m real tokens, and ``F``'s columns there are exactly zero (their logit is the -max bias),
-      as are ``pinv(A)``'s off-diagonal blocks (``A`` is block diagonal, see :func:`landmark_system`),
-      so ``F pinv(A) B`` never reads those rows (they are finite: a uniform row over the real keys).
+    - Masks enter the logits as an additive bias fused into the GEMM (``baddbmm``), not as
+      ``masked_fill``: no pass of its own, and no copy of the gradient in backward.
+    - ``B``'s rows at empty landmarks are not zeroed (see the module doc).
     """
     b, _, n, d = q.shape
     padded = key_padding_mask is not None
     if padded:
         mask = key_padding_mask
-        v = torch.where(key_padding_mask[:, None, :, None], v, v.new_zeros(()))
+        keep, zero = key_padding_mask[:, None, :, None], v.new_zeros(())
+        k, v = torch.where(keep, k, zero), torch.where(keep, v, zero)
     else:
         mask = torch.ones(b, n, dtype=torch.bool, device=q.device)
     scale = d**-0.5
     seg = segment_sequences(key_padding_mask, b, n, m, q.device)
     valid = seg.counts > 0
-    # segment_means bins padded positions apart, so unzeroed Q and K are fine there (finite values).
+    # segment_means bins padded positions apart: Q's padded values never enter Q~.
     q_land = segment_means(q, seg) * scale
     k_land = segment_means(k, seg)
 

@@ -89,6 +89,8 @@ def test_padded_positions_do_not_change_real_outputs(conv_kernel, m):
     pad = ~mask[:, None, :, None]
     q2, k2, v2 = (torch.where(pad, torch.randn_like(t) * 1e3, t) for t in (q, k, v))
     v2 = torch.where(pad & (torch.rand_like(v) < 0.2), torch.full_like(v, float("inf")), v2)
+    k2 = torch.where(pad & (torch.rand_like(k) < 0.2), torch.full_like(k, float("nan")), k2)
+    q2 = torch.where(pad & (torch.rand_like(q) < 0.2), torch.full_like(q, float("-inf")), q2)
     out2 = attn(q2, k2, v2, mask)
     real = mask[:, None, :, None].expand_as(out)
     torch.testing.assert_close(out2[real], out[real], rtol=0, atol=1e-12)

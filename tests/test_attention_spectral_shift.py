@@ -274,3 +274,26 @@ def test_window_logits_are_the_band_of_the_dense_logits(n, window):
             assert bool(real[1, i, c]) == (exists and bool(mask[1, j]))
             if exists:
                 torch.testing.assert_close(near[:, :, i, c], dense[:, :, i, j])
+
+
+@pytest.mark.parametrize("normaliser", ["free", "sampled"])
+@pytest.mark.parametrize("form", ["diagonal", "core"])
+def test_gradients_through_the_shift_stay_finite_at_padded_rows(form, normaliser):
+    """With ``detach_delta=false`` and a window, a padded row's own logit is not in its normaliser:
+    its estimated diagonal weight must be masked before the exponential, or exp overflows there and
+    0 * inf puts NaN into every gradient. Padded positions here have a self-logit of about 400, and
+    one sequence is padding only."""
+    q, k, v = qkv(n=40)
+    mask = lengths_mask(40, [25, 40])
+    mask = torch.cat([mask, torch.zeros(1, 40, dtype=torch.bool)])
+    q, k, v = (torch.cat([t, t[:1]]) for t in (q, k, v))
+    pad = ~mask[:, None, :, None]
+    q = torch.where(pad, torch.full_like(q, 12.0), q).requires_grad_()
+    k = torch.where(pad, torch.full_like(k, 12.0), k).requires_grad_()
+    ss = SpectralShiftAttention(
+        2, 8, num_landmarks=6, conv_kernel=0, form=form, rank=2, detach_delta=False,
+        normaliser=normaliser, num_samples=8, window=3,
+    )
+    out = ss(q, k, v, mask)
+    (out * mask[:, None, :, None]).sum().backward()
+    assert torch.isfinite(q.grad).all() and torch.isfinite(k.grad).all()

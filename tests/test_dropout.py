@@ -25,7 +25,9 @@ def test_gradient_is_the_same_mask_and_scale():
     g = torch.randn_like(y)
     y.backward(g)
     keep = (y != 0).to(x.dtype)
-    torch.testing.assert_close(x.grad, g * keep / 0.7)
+    scale = 2**15 / (2**15 - round(0.3 * 2**15))  # 1 / (1 - p), p as the mask rounds it
+    torch.testing.assert_close(y, x.detach() * keep * scale)
+    torch.testing.assert_close(x.grad, g * keep * scale)
 
 
 def test_identity_in_eval_and_at_zero_and_all_dropped_at_one():
@@ -61,3 +63,15 @@ def test_mask_lanes_are_unbiased_and_independent():
     assert corr.abs().max() < 5e-3  # sd ~ 1e-3
     odd = keep_mask((3, 7, 5), 0.5, "cpu")
     assert odd.shape == (3, 7, 5) and odd.dtype == torch.bool
+
+
+@pytest.mark.parametrize("p", [0.3, 0.99999, 1 - 2**-17])
+def test_expectation_is_kept_at_every_p(p):
+    """Kept elements are scaled by 1 / (1 - p) of the p the mask really uses, so E[out] = x; p so
+    close to 1 that the mask's rounding reaches 1 still drops (almost) everything."""
+    torch.manual_seed(4)
+    y = dropout(torch.ones(1_000_000), p)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - (1 - p)) < 6 * ((1 - p) * p / 1e6) ** 0.5 + 1e-6
+    if kept:
+        torch.testing.assert_close(y[y != 0].mean(), torch.tensor(1 / (1 - p)), rtol=5e-4, atol=0)
