@@ -297,3 +297,23 @@ def test_gradients_through_the_shift_stay_finite_at_padded_rows(form, normaliser
     out = ss(q, k, v, mask)
     (out * mask[:, None, :, None]).sum().backward()
     assert torch.isfinite(q.grad).all() and torch.isfinite(k.grad).all()
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_scalar_shift_is_capped_by_the_trace_the_approximant_misses(temperature):
+    """On local attention the approximant already gives rows their own weight (a segment mean blurs
+    neighbours into the diagonal): the tail-mean shift alone overshot every row (projection 1.96x
+    Nyström's error at T = 2). Capped by the estimated trace it leaves missing, it stays within
+    1.02x, and the cap holds exactly."""
+    from attention._delta import approximant_diagonal, trace_estimate
+    from lra.bench.regimes import exact_attention, make_regime
+
+    q, k, v = make_regime("local", 1, 2, 256, 64, temperature)
+    ref = exact_attention(q, k, v)
+    nys = NystromAttention(2, 64, num_landmarks=64, conv_kernel=0).double()
+    proj = SpectralShiftAttention(2, 64, num_landmarks=64, conv_kernel=0, form="projection").double()
+    assert rel_err(proj(q, k, v), ref) <= 1.02 * rel_err(nys(q, k, v), ref)
+    f = nystrom_factors(q, k, v, None, 64, keep_row_max=True)
+    p = newton_schulz_pinv(landmark_system(f.a, f.valid), 6)
+    room = (trace_estimate(f, "free", 0, 16) - approximant_diagonal(f.f, p, f.b).sum(-1)) / 256
+    assert (proj.estimate_delta(f, p) <= room.clamp_min(0) + 1e-12).all()
