@@ -291,8 +291,16 @@ def test_gradients_through_the_shift_stay_finite_at_padded_rows(form, normaliser
     q = torch.where(pad, torch.full_like(q, 12.0), q).requires_grad_()
     k = torch.where(pad, torch.full_like(k, 12.0), k).requires_grad_()
     ss = SpectralShiftAttention(
-        2, 8, num_landmarks=6, conv_kernel=0, form=form, rank=2, detach_delta=False,
-        normaliser=normaliser, num_samples=8, window=3,
+        2,
+        8,
+        num_landmarks=6,
+        conv_kernel=0,
+        form=form,
+        rank=2,
+        detach_delta=False,
+        normaliser=normaliser,
+        num_samples=8,
+        window=3,
     )
     out = ss(q, k, v, mask)
     (out * mask[:, None, :, None]).sum().backward()

@@ -116,7 +116,7 @@ def test_head_split_matches_the_permuted_view_in_values_and_gradients(used):
 
     split = _SplitHeads.apply(x, 2)
     reference = x.view(3, 7, 3, 2, 4).permute(2, 0, 3, 1, 4)
-    for mine, ref in zip(split, reference):
+    for mine, ref in zip(split, reference, strict=True):
         assert mine.is_contiguous() and torch.equal(mine, ref)
     (mine_grad,) = torch.autograd.grad(loss(split), x)
     (ref_grad,) = torch.autograd.grad(loss(reference.unbind(0)), x)
