@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +21,11 @@ OFFLINE_ENV = {
 }
 for _k, _v in OFFLINE_ENV.items():
     os.environ.setdefault(_k, _v)
+
+# In-process tests compute on small tensors, where a second intra-op thread gains little on an idle
+# machine and, on a busy one, makes every small kernel wait for a core (measured in
+# docs/results.md, "Training speed"). Subprocess runs choose their own threads (lra/resources.py).
+torch.set_num_threads(int(os.environ.get("LRA_TEST_THREADS", "1")))
 
 
 def tiny_listops(data_dir: Path) -> list[str]:
