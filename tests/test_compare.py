@@ -340,3 +340,16 @@ def test_curves_of_a_resumed_run_continue_the_runs_it_was_resumed_from(tmp_path,
     assert curves["val/acc"] == [(19, 0.1), (29, 0.2), (39, 0.3), (49, 0.35)]
     # The dashboard lists the run once: the pieces it continued are not runs of their own.
     assert [run.run_dir for run in collect([root])] == [last]
+
+
+def test_how_an_attention_computes_does_not_split_rows():
+    """Keys that resume across checkpoints (they change how a layer computes, not what) do not make
+    a new dashboard row either, also against runs recorded before the key existed."""
+    from lra.compare.variants import relevant
+    from lra.resume import HOW_NOT_WHAT
+
+    base = {"attention": {"name": "nystrom", "num_landmarks": 64}, "seed": 0}
+    for key in HOW_NOT_WHAT:
+        later = {**base, "attention": {**base["attention"], key: "native"}}
+        assert relevant(later) == relevant(base)
+    assert relevant({**base, "attention": {"name": "nystrom", "num_landmarks": 32}}) != relevant(base)
