@@ -7,10 +7,11 @@ ms with uniform floats compared with ``p`` (the previous form) and 36 ms with th
 the mask alone 18 against 8.5 ms), 2026-11-28. At the ListOps setting the masks were the second
 largest item of a Nyström training step. Each element is dropped with probability ``p`` rounded to a
 multiple of 2^-15 (0.1 -> 0.100006) and kept ones are scaled by ``1 / (1 - p)`` of that rounded
-``p``, so the expectation is kept exactly, as in ``F.dropout``; only the random stream differs. (``p``
-within 2^-16 of 1 goes to ``F.dropout``; ``p`` below 2^-16 drops nothing.) On other devices ``F.dropout`` is already fused and
-is used as is. (Softmax attention keeps SDPA's own dropout: written out by hand with this mask it was
-slower, 2.8 s against 2.1 s for one layer at 8 x 2 x 2000 x 2000.)
+``p``, so the expectation is kept exactly, as in ``F.dropout``; only the random stream differs
+(``p`` within 2^-16 of 1 goes to ``F.dropout``; ``p`` below 2^-16 drops nothing). On other devices
+``F.dropout`` is already fused and is used as is. (Softmax attention keeps SDPA's own dropout:
+written out by hand with this mask it was slower, 2.8 s against 2.1 s for one layer at
+8 x 2 x 2000 x 2000.)
 """
 
 from __future__ import annotations
