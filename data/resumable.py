@@ -71,3 +71,27 @@ class ResumableLoader(DataLoader):
         order = self._order()
         # A batch sampler resumes in batches, an example sampler in examples.
         order.resume_at(epoch, done if order is self.batch_sampler else done * self.batch_size)
+
+
+def restart_after_finished_epoch(checkpoint: dict) -> None:
+    """Make a checkpoint written right after an epoch's last batch resume with the next epoch whole.
+
+    When ``fit`` stops at ``max_steps`` exactly at the end of an epoch, Lightning records that epoch
+    as completed and counts the next one as current, but keeps the finished epoch's batch counter
+    (n of n batches, ``is_last_batch``). Restored as is, the next epoch starts at batch index n and
+    ends after one batch, so the resumed run skips the rest of it (seen as a resumed run that left the
+    uninterrupted one's losses at its second step). A checkpoint written inside the epoch's last batch
+    (a kill before the epoch ended) has an epoch started but not completed, and Lightning restores it
+    correctly; it is left alone. Called from the module's ``on_load_checkpoint``, before Lightning
+    restores its loops from the same dictionary."""
+    fit = checkpoint.get("loops", {}).get("fit_loop")
+    if not fit:
+        return
+    batches = fit.get("epoch_loop.batch_progress")
+    epochs = fit.get("epoch_progress", {}).get("current", {})
+    if not batches or not batches.get("is_last_batch"):
+        return
+    if epochs.get("ready") != epochs.get("completed"):  # the epoch is still in progress
+        return
+    batches["current"] = {key: 0 for key in batches["current"]}
+    batches["is_last_batch"] = False

@@ -8,6 +8,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from data.resumable import restart_after_finished_epoch
 from lra.errors import ConfigError
 from lra.schedule import SCHEDULES, make_schedule
 
@@ -95,6 +96,9 @@ class LRAModule(LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, "test", self.test_acc)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        restart_after_finished_epoch(checkpoint)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_identity is not None:

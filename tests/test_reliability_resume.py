@@ -51,6 +51,17 @@ def test_resumed_run_equals_the_uninterrupted_one(uninterrupted, tmp_path):
     assert read_record(tmp_path / "resumed")["resumed_from"] == str(ckpt)
 
 
+def test_run_stopped_at_an_epoch_end_resumes_with_the_whole_next_epoch(uninterrupted, tmp_path):
+    """max_steps = 6 is exactly one epoch of 6 batches: Lightning's checkpoint then holds the finished
+    epoch's batch counter, and restored as is the next epoch ended after one batch (the resumed run
+    skipped five batches and left the uninterrupted run's losses at its second step)."""
+    full, args = uninterrupted
+    train_here(tmp_path / "first", *args, "trainer.max_steps=6")
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    train_here(tmp_path / "resumed", *args, f"ckpt_path={ckpt}")
+    assert_same_run(tmp_path / "resumed", full, from_step=6)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_killed_and_resumed_run_equals_the_uninterrupted_one(uninterrupted, tmp_path, workers):
