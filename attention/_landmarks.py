@@ -162,9 +162,10 @@ def nystrom_factors(
     """
     b, _, n, d = q.shape
     padded = key_padding_mask is not None
+    zero = q.new_zeros(())
     if padded:
         mask = key_padding_mask
-        keep, zero = key_padding_mask[:, None, :, None], v.new_zeros(())
+        keep = key_padding_mask[:, None, :, None]
         k, v = torch.where(keep, k, zero), torch.where(keep, v, zero)
     else:
         mask = torch.ones(b, n, dtype=torch.bool, device=q.device)
@@ -178,7 +179,6 @@ def nystrom_factors(
     landmark_bias = key_bias = None
     if padded:
         neg = masked_value(q.dtype)
-        zero = q.new_zeros(())
         landmark_bias = torch.where(valid, zero, neg)[:, None, None, :]  # (b, 1, 1, m)
         key_bias = torch.where(mask, zero, neg)[:, None, None, :]  # (b, 1, 1, n)
     f_logits = _logits(q, (k_land * scale).transpose(-1, -2), landmark_bias)

@@ -304,14 +304,15 @@ def main(argv=None) -> int:
         rows += run_checkpoint(args, settings)
     ratios_to_baseline(rows)
     summary = summarise(rows, args.table_length)
+    all_lengths = summarise(rows, None)
     record = {
         "benchmark": "fidelity",
         "args": vars(args),
         "settings": settings,
         "rows": rows,
         "summary_at_table_length": summary,
-        "summary_all_lengths": summarise(rows, None),
-        "recommended": recommend(summarise(rows, None)),
+        "summary_all_lengths": all_lengths,
+        "recommended": recommend(all_lengths),
         "goals": {"elsewhere_ratio_max": ELSEWHERE_RATIO, "self_ratio_max": SELF_RATIO},
         "torch": torch.__version__,
         "machine": platform.machine(),
