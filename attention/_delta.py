@@ -7,6 +7,7 @@ SS-Nyström's shift is the mean of the eigenvalues a rank-k factorisation leaves
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -15,42 +16,56 @@ from attention._landmarks import NystromFactors, masked_value
 NORMALISERS = ("free", "sampled")
 
 
-def window_logits(f: NystromFactors, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``q_i . k_j`` for the ``2 w + 1`` positions ``j = i + o``, ``|o| <= w``: (b, h, n, 2w + 1) logits
-    (column ``w`` is ``j = i``) and the (b, n, 2w + 1) mask of those ``j`` that exist and are real.
+def band_products(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor:
+    """``x_i . y_j`` for the ``2 w + 1`` positions ``j = i + o``, ``|o| <= w``: (b, h, n, 2w + 1), column
+    ``w`` is ``j = i``; entries whose ``j`` falls outside the sequence are meaningless (see
+    :func:`band_mask`). ``x`` and ``y`` are (b, h, n, c).
 
-    Blocks of ``2 w`` queries against the ``4 w`` keys from ``w`` before the block to ``w`` after it:
-    batched GEMMs of (2w x d) by (d x 4w), O(n w d), nothing n x n. Each query's band is then a
-    diagonal strip of its block's logits, read out in place by a view whose rows step one column on.
+    Blocks of ``2 w`` rows of ``x`` against the ``4 w`` rows of ``y`` from ``w`` before the block to ``w``
+    after it: batched GEMMs of (2w x c) by (c x 4w), O(n w c), nothing n x n. Each row's band is then a
+    diagonal strip of its block's products, read out in place by a view whose rows step one column on.
     """
-    q, k, mask = f.q_scaled, f.k, f.mask
-    b, h, n, d = q.shape
+    if window == 0:
+        return torch.einsum("bhnc,bhnc->bhn", x, y)[..., None]
+    b, h, n, c = x.shape
     width = 2 * window + 1
-    span = 2 * window  # queries per block
+    span = 2 * window  # rows per block
     blocks = -(-n // span)
     size = blocks * span
-    q_blocks = torch.nn.functional.pad(q, (0, 0, 0, size - n)).view(b, h, blocks, span, d)
-    keys = torch.nn.functional.pad(k, (0, 0, window, size - n + window))  # block t: [t 2w - w, t 2w + 3w)
-    # The block's own keys and the next block's, side by side: two contiguous slices, one copy.
-    k_blocks = torch.cat(
-        [keys[:, :, s * span : s * span + size].view(b, h, blocks, span, d) for s in range(2)], dim=-2
+    x_blocks = torch.nn.functional.pad(x, (0, 0, 0, size - n)).view(b, h, blocks, span, c)
+    cols_y = torch.nn.functional.pad(y, (0, 0, window, size - n + window))  # block t: [t 2w - w, t 2w + 3w)
+    # The block's own rows of y and the next block's, side by side: two contiguous slices, one copy.
+    y_blocks = torch.cat(
+        [cols_y[:, :, s * span : s * span + size].reshape(b, h, blocks, span, c) for s in range(2)], dim=-2
     )
-    logits = (q_blocks @ k_blocks.transpose(-1, -2)).contiguous()  # (b, h, blocks, 2w, 4w)
+    products = (x_blocks @ y_blocks.transpose(-1, -2)).contiguous()  # (b, h, blocks, 2w, 4w)
     # Row r of a block needs columns r .. r + 2w, i.e. entries r (4w + 1) + o of the block: a strided
     # view with a row stride of 4w + 1 reads the band in place (the last row ends at the block's end).
     cols = 2 * span
     block = span * cols
-    band = logits.as_strided(
+    band = products.as_strided(
         (b, h, blocks, span, width),
         (h * blocks * block, blocks * block, block, cols + 1, 1),
-        logits.storage_offset(),
+        products.storage_offset(),
     )
-    near = band.reshape(b, h, size, width)[:, :, :n]
-    offsets = torch.arange(-window, window + 1, device=q.device)
-    pos = torch.arange(n, device=q.device)[:, None] + offsets[None, :]  # (n, 2w + 1)
+    return band.reshape(b, h, size, width)[:, :, :n]
+
+
+def band_mask(mask: torch.Tensor, window: int) -> torch.Tensor:
+    """(b, n, 2w + 1): whether position ``j = i + o`` of row i's band exists and is a real token."""
+    n = mask.shape[-1]
+    width = 2 * window + 1
+    offsets = torch.arange(-window, window + 1, device=mask.device)
+    pos = torch.arange(n, device=mask.device)[:, None] + offsets[None, :]  # (n, 2w + 1)
     inside = (pos >= 0) & (pos < n)
-    real = mask.gather(1, pos.clamp(0, n - 1).flatten()[None].expand(b, -1)).view(b, n, width)
-    return near, real & inside
+    real = mask.gather(1, pos.clamp(0, n - 1).flatten()[None].expand(mask.shape[0], -1)).view(-1, n, width)
+    return real & inside
+
+
+def window_logits(f: NystromFactors, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits ``q_i . k_j`` for ``|i - j| <= w``, (b, h, n, 2w + 1) (column ``w`` is ``j = i``), and
+    the (b, n, 2w + 1) mask of those ``j`` that exist and are real (:func:`band_products`)."""
+    return band_products(f.q_scaled, f.k, window), band_mask(f.mask, window)
 
 
 def free_log_normaliser(
@@ -149,9 +164,39 @@ def sampled_log_normaliser(
     return torch.cat([exact, off[..., None]], dim=-1).logsumexp(dim=-1)
 
 
-def diagonal_weights(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> torch.Tensor:
-    """Each real row's estimated softmax weight on itself, ``exp(s_ii - log Z_i)``, shape (b, h, n);
-    zero at padded rows. ``window``: keys within this many positions enter the normaliser exactly."""
+@dataclass
+class SoftmaxRows:
+    """What the estimators know of each row of ``S = softmax(Q K^T)`` without forming it: the row's own
+    logit ``s_ii``, its estimated log-normaliser ``log Z_i`` and, with a window, the exact logits of the
+    ``2 w + 1`` keys around it."""
+
+    mask: torch.Tensor  # (b, n) real rows
+    s_diag: torch.Tensor  # (b, h, n)
+    log_z: torch.Tensor  # (b, h, n)
+    near: tuple[torch.Tensor, torch.Tensor] | None  # window_logits(f, w), or None when w = 0
+
+    @property
+    def diagonal(self) -> torch.Tensor:
+        """``exp(s_ii - log Z_i)`` (b, h, n), zero at padded rows."""
+        # Masked before the exponential: a padded row's own logit need not be in its normaliser (with a
+        # window it is not), so its exp may overflow, and inf * 0 would put NaN in the gradients.
+        log_w = torch.where(self.mask[:, None, :], self.s_diag - self.log_z, float("-inf"))
+        return log_w.exp()
+
+    def band(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The estimated ``S_ij`` for ``|i - j| <= w`` (b, h, n, 2w + 1; column w is the diagonal) and
+        the (b, 1, n, 2w + 1) mask of the entries between two real tokens (estimates are 0 elsewhere)."""
+        if self.near is None:
+            return self.diagonal[..., None], self.mask[:, None, :, None]
+        logits, real = self.near
+        real = (real & self.mask[:, :, None])[:, None]
+        log_w = torch.where(real, logits - self.log_z[..., None], float("-inf"))
+        return log_w.exp(), real
+
+
+def softmax_rows(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> SoftmaxRows:
+    """The rows' own logits and estimated normalisers. ``window``: keys within this many positions
+    enter the normaliser exactly."""
     s_diag = torch.einsum("bhnd,bhnd->bhn", f.q_scaled, f.k)
     near = window_logits(f, window) if window > 0 else None
     if normaliser == "free":
@@ -160,10 +205,13 @@ def diagonal_weights(f: NystromFactors, normaliser: str, num_samples: int, windo
         log_z = sampled_log_normaliser(f, s_diag, num_samples, window, near)
     else:
         raise ValueError(f"attention.normaliser must be one of {'|'.join(NORMALISERS)}; got {normaliser!r}")
-    # Masked before the exponential: a padded row's own logit need not be in its normaliser (with a
-    # window it is not), so its exp may overflow, and inf * 0 would put NaN in the gradients.
-    log_w = torch.where(f.mask[:, None, :], s_diag - log_z, float("-inf"))
-    return log_w.exp()
+    return SoftmaxRows(f.mask, s_diag, log_z, near)
+
+
+def diagonal_weights(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> torch.Tensor:
+    """Each real row's estimated softmax weight on itself, ``exp(s_ii - log Z_i)``, shape (b, h, n);
+    zero at padded rows. ``window``: keys within this many positions enter the normaliser exactly."""
+    return softmax_rows(f, normaliser, num_samples, window).diagonal
 
 
 def trace_estimate(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> torch.Tensor:
@@ -260,17 +308,15 @@ def trace_delta(
     pinv_a: torch.Tensor,
     rank: int,
     delta_max: float,
-    normaliser: str,
-    num_samples: int,
-    window: int = 0,
+    rows: SoftmaxRows,
 ) -> torch.Tensor:
-    """The tail mean, capped so that the shift never takes the approximation's trace past the
+    """The tail mean (``rows``: :func:`softmax_rows`), capped so that the shift never takes the approximation's trace past the
     estimated trace of S: ``delta <= (tr S^ - tr(F pinv(A) B)) / n``. A scalar shift adds delta to
     every row's own weight; where the approximant already gives rows their own weight (local
     attention: neighbours that a segment mean blurs into the diagonal), the uncapped tail mean
     overshoots every one of them (``projection`` was 1.96x Nyström's error on local attention at
     n = 256 without the cap, 1.00x with it)."""
-    trace = trace_estimate(f, normaliser, num_samples, window)
+    trace = rows.diagonal.sum(dim=-1)
     top = top_singular_values(f, pinv_a, rank)
     count = f.mask.sum(dim=-1)
     delta = tail_mean(trace, top, count, rank, delta_max)

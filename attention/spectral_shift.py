@@ -29,9 +29,11 @@ from attention._delta import (
     approximant_diagonal,
     diagonal_shift,
     landmark_delta,
+    softmax_rows,
     trace_delta,
 )
 from attention._landmarks import NystromFactors, expand_segments, landmark_system, segment_means
+from attention._shift_check import CHECKS, checked_delta
 from attention.nystrom import NystromAttention, _check_positive_int
 
 FORMS = ("core", "sketch", "projection", "diagonal")
@@ -43,7 +45,9 @@ class SpectralShiftAttention(NystromAttention):
     fixed), ``rank`` (k leading singular values kept out of the shift), ``delta_max`` (clip / scale of
     delta), ``detach_delta`` (no gradient through estimated delta), ``normaliser`` (free|sampled, for
     ``trace``), ``num_samples`` (keys sampled by the ``sampled`` normaliser), ``window`` (keys within
-    this many positions of a row enter its normaliser exactly; 0 = none), ``fixed_delta``.
+    this many positions of a row enter its normaliser exactly; 0 = none), ``delta_check`` (band|none:
+    whether the scalar forms backtrack an estimated delta, ``trace`` or ``landmark``, to the candidate
+    that fits the estimated band of S best, see :mod:`attention._shift_check`), ``fixed_delta``.
 
     After every forward ``self.diagnostics["delta"]`` holds delta per head, averaged over the batch.
     """
@@ -62,6 +66,7 @@ class SpectralShiftAttention(NystromAttention):
         normaliser: str = "free",
         num_samples: int = 64,
         window: int = 16,
+        delta_check: str = "band",
         fixed_delta: float = 0.0,
         **nystrom_knobs,
     ):
@@ -72,6 +77,10 @@ class SpectralShiftAttention(NystromAttention):
             raise ValueError(f"attention.form must be one of {'|'.join(FORMS)}; got {form!r}")
         if delta not in ESTIMATORS:
             raise ValueError(f"attention.delta must be one of {'|'.join(ESTIMATORS)}; got {delta!r}")
+        if delta_check not in CHECKS:
+            raise ValueError(
+                f"attention.delta_check must be one of {'|'.join(CHECKS)}; got {delta_check!r}"
+            )
         if normaliser not in NORMALISERS:
             raise ValueError(
                 f"attention.normaliser must be one of {'|'.join(NORMALISERS)}; got {normaliser!r}"
@@ -98,8 +107,12 @@ class SpectralShiftAttention(NystromAttention):
         self.normaliser = normaliser
         self.num_samples = num_samples
         self.window = window
+        self.delta_check = delta_check
         self.fixed_delta = float(fixed_delta)
-        self.keep_row_max = delta == "trace" and normaliser == "free"
+        # The free normaliser reads each row's max logit of F: the trace estimator uses it, and so does
+        # the band check of an estimated delta (landmark too) in the scalar forms.
+        checked = delta == "landmark" and form != "diagonal" and delta_check == "band"
+        self.keep_row_max = normaliser == "free" and (delta == "trace" or checked)
         # learned: delta = delta_max * sigmoid(theta) per head; theta = 0 starts at delta_max / 2.
         self.delta_logit = nn.Parameter(torch.zeros(num_heads)) if delta == "learned" else None
 
@@ -107,7 +120,7 @@ class SpectralShiftAttention(NystromAttention):
         return (
             f"{super().extra_repr()}, form={self.form}, delta={self.delta}, rank={self.rank}, "
             f"delta_max={self.delta_max}, detach_delta={self.detach_delta}, normaliser={self.normaliser}, "
-            f"window={self.window}"
+            f"window={self.window}, delta_check={self.delta_check}"
         )
 
     # -- delta ---------------------------------------------------------------------------------------
@@ -123,13 +136,19 @@ class SpectralShiftAttention(NystromAttention):
         # Estimated delta: fp32 (we are inside the autocast-free region) and, by default, no gradient:
         # gradients through singular values are ill-conditioned exactly when the tail is flat.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_delta):
+            check = self.form != "diagonal" and self.delta_check == "band"
+            rows = None
             if self.delta == "landmark":
-                return landmark_delta(f, self.rank, self.delta_max)
-            if pinv_a is None:
-                pinv_a = self.pseudo_inverse(landmark_system(f.a, f.valid))
-            return trace_delta(
-                f, pinv_a, self.rank, self.delta_max, self.normaliser, self.num_samples, self.window
-            )
+                delta = landmark_delta(f, self.rank, self.delta_max)
+            else:
+                if pinv_a is None:
+                    pinv_a = self.pseudo_inverse(landmark_system(f.a, f.valid))
+                rows = softmax_rows(f, self.normaliser, self.num_samples, self.window)
+                delta = trace_delta(f, pinv_a, self.rank, self.delta_max, rows)
+            if check:
+                rows = rows or softmax_rows(f, self.normaliser, self.num_samples, self.window)
+                delta = checked_delta(f, delta, rows, self.form, self.pseudo_inverse, self.window)
+            return delta
 
     # -- combination ---------------------------------------------------------------------------------
 

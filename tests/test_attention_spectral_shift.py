@@ -220,6 +220,7 @@ def test_landmark_estimator_uses_the_landmark_matrix():
         ({"form": "dense"}, "attention.form must be one of core|sketch|projection|diagonal"),
         ({"delta": "eig"}, "attention.delta must be one of trace|landmark|learned|fixed"),
         ({"normaliser": "exact"}, "attention.normaliser must be one of free|sampled"),
+        ({"delta_check": "diag"}, "attention.delta_check must be one of band|none"),
         ({"rank": 64, "form": "core"}, "attention.rank"),
         ({"rank": -1}, "attention.rank"),
         ({"delta_max": 0.0}, "attention.delta_max"),
