@@ -1,8 +1,9 @@
 """Keep the console to lines that help: drop third-party notices that say nothing about the run.
 
 Dropped: Lightning's advertisement for its cloud logger, its note that checkpoints are loaded with
-``weights_only=False`` (they are this harness's own files), and a deprecation warning Lightning
-itself triggers inside its pytree helper. W&B's warning about the ``anonymous`` setting is avoided
+``weights_only=False`` (they are this harness's own files), a deprecation warning Lightning
+itself triggers inside its pytree helper, and the model summary's note that it sizes a bf16-mixed
+model's parameters as 32-bit (they are: mixed precision keeps the parameters in fp32). W&B's warning about the ``anonymous`` setting is avoided
 at the source (lra.loggers). Everything else, warnings included, is kept.
 """
 
@@ -31,3 +32,4 @@ def quiet_third_party_notices() -> None:
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")

@@ -8,8 +8,10 @@ The model, optimiser and batch shape are the run's own (composed from ``conf/`` 
 sequence at ``model.max_len``, all tokens real. Attentions of one task are timed interleaved (every
 repetition runs each once, in a rotating order) and reported as medians and as medians of paired
 ratios. Also per step: the FLOPs PyTorch's ``FlopCounterMode`` counts for forward + backward, the
-achieved GFLOP/s, and, once per run, this machine's GEMM rate at the same thread count; peak memory
-of one step in a fresh process (CPU: peak RSS; CUDA: ``max_memory_allocated``).
+achieved GFLOP/s, and, once per run, this machine's GEMM rate at the same thread count (in bf16 when
+the run's ``trainer.precision`` is bf16-mixed, whose autocast the step then uses on the CPU too, as
+Lightning does); peak memory of one step in a fresh process (CPU: peak RSS; CUDA:
+``max_memory_allocated``).
 
 ``--load N`` keeps N other processes spinning on the CPU while timing (a shared machine);
 ``--parallel-check`` times two runs side by side (each with the threads a 2-job parallel sweep
@@ -61,6 +63,11 @@ def make_batch(cfg, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def autocast_dtype(cfg) -> torch.dtype | None:
+    """bf16 when the run trains in bf16 mixed precision (``trainer.precision``), else None (fp32)."""
+    return torch.bfloat16 if "bf16" in str(cfg.trainer.get("precision", "")) else None
+
+
 class Stepper:
     """One (task, attention): model, optimiser and batch, and a method that runs one training step."""
 
@@ -72,7 +79,8 @@ class Stepper:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(cfg.optim.lr), eps=1e-6)
         self.batch = make_batch(cfg, device)
         self.device = device
-        self.autocast = device == "cuda" and "bf16" in str(cfg.trainer.get("precision", ""))
+        # As Lightning's bf16-mixed precision does, on the GPU and on the CPU alike.
+        self.autocast = autocast_dtype(cfg) is not None
 
     def forward_backward(self) -> None:
         inputs = {k: v for k, v in self.batch.items() if k != "label"}
@@ -118,9 +126,9 @@ def count_flops(stepper: Stepper) -> float | None:
     return float(counter.get_total_flops())
 
 
-def gemm_rate(device: str, size: int = 2048, reps: int = 5) -> float:
-    """This machine's fp32 GEMM rate (GFLOP/s) at the current thread count."""
-    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+def gemm_rate(device: str, size: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """This machine's GEMM rate (GFLOP/s) in ``dtype`` at the current thread count."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     timed = timer(device)
     timed(lambda: a @ b)
     best = min(timed(lambda: a @ b) for _ in range(reps))
@@ -377,7 +385,10 @@ def _main(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    gemm = gemm_rate(args.device)
+    # The GEMM rate in the precision the steps run their matrix products in (bf16 under bf16-mixed).
+    dtype = autocast_dtype(compose(args.tasks[0], args.attentions[0], args.set)) or torch.float32
+    precision = str(dtype).removeprefix("torch.")
+    gemm = gemm_rate(args.device, dtype=dtype)
     rows: list[dict] = []
     for task in args.tasks:
         samples = time_task(task, args.attentions, args)
@@ -393,6 +404,7 @@ def _main(args) -> int:
         "loader_workers": 0,
         "load_processes": args.load,
         "gemm_gflops_per_s": gemm,
+        "gemm_dtype": precision,
         "overrides": args.set,
         "torch": torch.__version__,
         "rows": rows,
@@ -403,7 +415,7 @@ def _main(args) -> int:
     (out / "step.json").write_text(json.dumps(record, indent=1))
     header = (
         f"device {args.device}, {args.threads} thread(s), {args.load} spinning process(es), "
-        f"GEMM rate {gemm:.1f} GFLOP/s\n\n"
+        f"{precision} GEMM rate {gemm:.1f} GFLOP/s\n\n"
     )
     report = header + format_table(rows, args.baseline)
     if record.get("parallel"):
