@@ -38,17 +38,20 @@ def band_products(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor
     y_blocks = torch.cat(
         [cols_y[:, :, s * span : s * span + size].reshape(b, h, blocks, span, c) for s in range(2)], dim=-2
     )
-    products = (x_blocks @ y_blocks.transpose(-1, -2)).contiguous()  # (b, h, blocks, 2w, 4w)
+    return block_band(x_blocks, y_blocks, window).reshape(b, h, size, width)[:, :, :n]
+
+
+def block_band(x_blocks: torch.Tensor, y_blocks: torch.Tensor, window: int) -> torch.Tensor:
+    """Blocks of ``2 w`` rows of x (..., 2w, c) against the ``4 w`` rows of y (..., 4w, c) from ``w``
+    before the block to ``w`` after it: (..., 2w, 2w + 1), row r's products with y rows r .. r + 2w."""
+    span, width = 2 * window, 2 * window + 1
+    products = (x_blocks @ y_blocks.transpose(-1, -2)).contiguous()  # (..., 2w, 4w)
     # Row r of a block needs columns r .. r + 2w, i.e. entries r (4w + 1) + o of the block: a strided
     # view with a row stride of 4w + 1 reads the band in place (the last row ends at the block's end).
-    cols = 2 * span
-    block = span * cols
-    band = products.as_strided(
-        (b, h, blocks, span, width),
-        (h * blocks * block, blocks * block, block, cols + 1, 1),
-        products.storage_offset(),
+    lead, lead_strides = products.shape[:-2], products.stride()[:-2]
+    return products.as_strided(
+        (*lead, span, width), (*lead_strides, 2 * span + 1, 1), products.storage_offset()
     )
-    return band.reshape(b, h, size, width)[:, :, :n]
 
 
 def band_mask(mask: torch.Tensor, window: int) -> torch.Tensor:

@@ -19,76 +19,241 @@ n = 4,096). ``0`` is Nyström, kept unless a shift fits better. (Checking the di
 every eigenvector of the row-stochastic ``A`` but the one for eigenvalue 1 is orthogonal to the
 constant rows.)
 
-O(n m^2 + n w m) per candidate (the off-band norms from the m x m Gram of the right factor), no
-n x n tensor; computed without gradient.
+The comparison runs on 16 blocks of ``2 w`` rows spread over each sequence (:func:`sampled_rows`;
+every row of a shorter sequence), with the off-band norms from the m x m Gram of the right factor
+over all keys: O(n m^2) once, then per candidate one m x m pseudo-inverse and O(r m^2) on the r
+sampled rows; no n x n tensor, computed without gradient.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from attention._delta import SoftmaxRows, band_products
-from attention._landmarks import NystromFactors, expand_segments, landmark_system
+from attention._delta import SoftmaxRows, block_band
+from attention._landmarks import NystromFactors, landmark_system, segment_means
 
 CHECKS = ("band", "none")
 FRACTIONS = (1.0, 0.5, 0.25, 0.125, 0.0)
+SAMPLED_BLOCKS = 16  # blocks of 2w rows per sequence on which the band is compared (all, if fewer)
 
 
-def _indicators(f: NystromFactors, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """E (b, 1, n, m), the segment indicator, and E~^T (b, 1, n, m), its columns divided by the counts:
-    ``E E~ V`` gives every position its segment's mean of V."""
+def sampled_rows(
+    mask: torch.Tensor, window: int, blocks: int = SAMPLED_BLOCKS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows on which the check compares: ``blocks`` blocks of ``2 w`` consecutive positions (``w = 0``:
+    32), evenly spread over each sequence's own extent (up to its last real token), so that the choice
+    depends on the sequence, never on its batch's padding. Returns their positions (b, blocks * span)
+    and whether each is a real row (b, blocks * span)."""
+    b, n = mask.shape
+    span = 2 * window if window > 0 else 32
+    positions = torch.arange(1, n + 1, device=mask.device)
+    extent = torch.where(mask, positions, 0).amax(dim=-1)  # (b,) one past the last real token
+    count = -(-extent // span)  # blocks in the sequence
+    j = torch.arange(blocks, device=mask.device)
+    start = torch.where(count[:, None] > blocks, (j * count[:, None]) // blocks, j) * span  # (b, blocks)
+    used = j[None, :] < count[:, None]
+    rows = (start[:, :, None] + torch.arange(span, device=mask.device)).flatten(1)  # (b, blocks * span)
+    inside = (rows < n) & used.repeat_interleave(span, dim=1)
+    real = inside & mask.gather(1, rows.clamp_max(n - 1))
+    return rows.clamp_max(n - 1), real
+
+
+def _gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x (b, h, n, c) at positions rows (b, r) -> (b, h, r, c)."""
+    b, h, _, c = x.shape
+    return x.gather(2, rows[:, None, :, None].expand(b, h, rows.shape[1], c))
+
+
+def _segments_at(f: NystromFactors, rows: torch.Tensor) -> torch.Tensor:
+    """Each position's segment (b, r); m at padded positions."""
+    if f.seg.index is None:
+        return rows // (f.seg.n // f.seg.m)
+    return f.seg.index.gather(1, rows)
+
+
+def _indicator_rows(
+    f: NystromFactors, rows: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of E (the segment indicator) and of E~^T (its columns divided by the counts), (b, 1, r, m):
+    ``E E~ V`` gives every position its segment's mean of V. Zero at padded positions."""
     m = f.seg.m
-    eye = torch.eye(m, dtype=dtype, device=f.f.device).expand(f.f.shape[0], 1, m, m)
-    indicator = expand_segments(eye, f.seg)
-    return indicator, indicator / f.counts.clamp_min(1).to(dtype)[:, None, None, :]
+    one_hot = torch.nn.functional.one_hot(_segments_at(f, rows), m + 1)[..., :m].to(dtype)[:, None]
+    return one_hot, one_hot / f.counts.clamp_min(1).to(dtype)[:, None, None, :]
+
+
+def gram_parts(f: NystromFactors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``B B^T``, ``B E~^T`` (b, h, m, m) and ``E~ E~^T = diag(1 / counts)`` (b, 1, m, m): the pieces
+    of every form's :func:`right_gram`, O(n m^2) once per forward, not per candidate."""
+    bb = f.b @ f.b.transpose(-1, -2)
+    be = segment_means(f.b.transpose(-1, -2), f.seg).transpose(-1, -2)
+    ee = torch.diag_embed(f.valid.to(bb.dtype) / f.counts.clamp_min(1).to(bb.dtype))[:, None]
+    return bb, be, ee
+
+
+def right_gram(parts: tuple[torch.Tensor, ...], delta: torch.Tensor, form: str) -> torch.Tensor:
+    """``Y^T Y`` over all real keys for the right factor Y of :func:`approximant_factors`, (b, h, c, c)."""
+    bb, be, ee = parts
+    if form == "core":
+        return bb
+    d = delta[..., None, None]
+    if form == "sketch":
+        return bb - d * (be + be.transpose(-1, -2)) + d * d * ee
+    h = bb.shape[1]
+    top = torch.cat([bb, be], dim=-1)
+    bottom = torch.cat([be.transpose(-1, -2), ee.expand(-1, h, -1, -1)], dim=-1)
+    return torch.cat([top, bottom], dim=-2)
+
+
+@dataclass
+class RowPieces:
+    """What the check needs at its sampled rows and does not depend on delta: F at the rows ``x``,
+    B^T at the rows ``y`` around them, and the segment indicator E at ``x`` and E~^T at ``y`` (rows of
+    ``y`` outside the sequence are zero)."""
+
+    f: torch.Tensor  # (b, h, r, m)
+    bt: torch.Tensor  # (b, h, r', m)
+    e: torch.Tensor  # (b, 1, r, m)
+    means: torch.Tensor  # (b, 1, r', m)
+
+
+def row_pieces(
+    f: NystromFactors, x_rows: torch.Tensor, y_rows: torch.Tensor, y_inside: torch.Tensor
+) -> RowPieces:
+    keep = y_inside[:, None, :, None]
+    bt = _gather_rows(f.b.transpose(-1, -2), y_rows)  # column j of B as a row; zero at padded keys
+    e, _ = _indicator_rows(f, x_rows, f.f.dtype)
+    _, means = _indicator_rows(f, y_rows, f.f.dtype)
+    zero = bt.new_zeros(())
+    return RowPieces(
+        _gather_rows(f.f, x_rows), torch.where(keep, bt, zero), e, torch.where(keep, means, zero)
+    )
 
 
 def approximant_factors(
-    f: NystromFactors, p: torch.Tensor, delta: torch.Tensor, form: str
+    pieces: RowPieces, p: torch.Tensor, delta: torch.Tensor, form: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``X, Y`` (b, h, n, c) with the scalar form's approximant ``= X Y^T + delta I``:
-    ``F p B + delta I`` (core), ``(F - delta E) p (B - delta E~) + delta I`` (sketch), both with
-    ``p = pinv(A - delta I)``, or ``F p B + delta (I - E E~)`` (projection, ``p = pinv(A)``); E is the
-    segment indicator and E~ its row-normalised transpose (segment means). Rows of ``Y`` at padded
-    keys are zero."""
-    x = f.f @ p  # (b, h, n, m)
-    y = f.b.transpose(-1, -2)  # (b, h, n, m): column j of B as a row
+    """The sampled rows of X and Y, (b, h, r, c), where the scalar form's approximant is
+    ``X Y^T + delta I``: ``F p B + delta I`` (core), ``(F - delta E) p (B - delta E~) + delta I``
+    (sketch), both with ``p = pinv(A - delta I)``, or ``F p B + delta (I - E E~)`` (projection, ``p =
+    pinv(A)``); E is the segment indicator and E~ its row-normalised transpose (segment means). Rows of
+    Y at padded keys are zero."""
     d = delta[..., None, None]
     if form == "core":
-        return x, y
-    indicator, means_t = _indicators(f, p.dtype)
+        return pieces.f @ p, pieces.bt
     if form == "sketch":
-        return x - d * expand_segments(p, f.seg), y - d * means_t
+        return (pieces.f - d * pieces.e) @ p, pieces.bt - d * pieces.means
     if form == "projection":
-        h = x.shape[1]
+        h = pieces.f.shape[1]
         return (
-            torch.cat([x, -d * indicator.expand(-1, h, -1, -1)], dim=-1),
-            torch.cat([y, means_t.expand(-1, h, -1, -1)], dim=-1),
+            torch.cat([pieces.f @ p, -d * pieces.e.expand(-1, h, -1, -1)], dim=-1),
+            torch.cat([pieces.bt, pieces.means.expand(-1, h, -1, -1)], dim=-1),
         )
     raise ValueError(f"the band check is for the core, sketch and projection forms; got {form!r}")
 
 
+def low_rank_band(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor:
+    """The band of ``X Y^T`` at the sampled rows, (b, h, r, 2w + 1): ``x`` in blocks of 2w rows, ``y``
+    each block's 4w rows around it (w = 0: the same rows as ``x``, the diagonal only)."""
+    if window == 0:
+        return (x * y).sum(dim=-1, keepdim=True)
+    b, h, r, c = x.shape
+    span = 2 * window
+    blocks = r // span
+    band = block_band(x.reshape(b, h, blocks, span, c), y.reshape(b, h, blocks, 2 * span, c), window)
+    return band.reshape(b, h, r, 2 * window + 1)
+
+
 def band_residual(
-    x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, rows: SoftmaxRows, window: int
+    low_rank: torch.Tensor,
+    row_norm_sq: torch.Tensor,
+    delta: torch.Tensor,
+    target: torch.Tensor,
+    real: torch.Tensor,
+    window: int,
 ) -> torch.Tensor:
-    """How far ``X Y^T + delta I`` is from S as far as the layer can tell, (b, h): the squared error on
-    the estimated band, plus, per row, the least squared error its off-band part must have. S's
-    off-band entries are non-negative and sum to ``o_i = 1 - (band mass)``, so their norm is at most
-    ``o_i``; an approximant whose off-band row norm ``r_i`` exceeds it is off by at least
-    ``(r_i - o_i)^2`` (a blow-up that the band alone does not show)."""
-    target, real = rows.band()
-    low_rank = band_products(x, y, window)
+    """How far ``X Y^T + delta I`` is from S on the sampled rows, as far as the layer can tell, (b, h):
+    the squared error on the estimated band ``target`` (b, h, r, 2w + 1; ``real`` marks the entries
+    between real tokens of real rows), plus, per row, the least squared error its off-band part must
+    have. S's off-band entries are non-negative and sum to ``o_i = 1 - (band mass)``, so their norm is
+    at most ``o_i``; an approximant whose off-band row norm ``r_i`` exceeds it is off by at least
+    ``(r_i - o_i)^2`` (a blow-up that the band alone does not show). ``low_rank``: the band of
+    ``X Y^T`` (:func:`low_rank_band`); ``row_norm_sq``: ``||(X Y^T)_i||^2`` over all keys (b, h, r)."""
     in_band = torch.where(real, low_rank, low_rank.new_zeros(()))
     band = in_band.clone()
     band[..., window] += delta[..., None]
     error = torch.where(real, band - target, band.new_zeros(()))
-    row_norm_sq = ((x @ (y.transpose(-1, -2) @ y)) * x).sum(dim=-1)  # ||(X Y^T)_i||^2, O(n c^2)
     off_norm = (row_norm_sq - in_band.square().sum(dim=-1)).clamp_min(0).sqrt()
-    off_mass = (1 - target.sum(dim=-1)).clamp_min(0)
-    excess = torch.where(rows.mask[:, None, :], (off_norm - off_mass).clamp_min(0), off_norm.new_zeros(()))
+    off_mass = (1 - torch.where(real, target, target.new_zeros(())).sum(dim=-1)).clamp_min(0)
+    row_real = real[..., window]  # the diagonal entry is real exactly where the row is
+    excess = torch.where(row_real, (off_norm - off_mass).clamp_min(0), off_norm.new_zeros(()))
     return error.square().sum(dim=(-1, -2)) + excess.square().sum(dim=-1)
+
+
+def _quadratic_form(x: torch.Tensor, gram: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``x_i G z_i^T`` for every row i, (b, h, r)."""
+    return ((x @ gram) * z).sum(dim=-1)
+
+
+def candidate_residuals(
+    f: NystromFactors,
+    delta: torch.Tensor,
+    rows: SoftmaxRows,
+    form: str,
+    pseudo_inverse: Callable[[torch.Tensor], torch.Tensor],
+    window: int,
+    blocks: int = SAMPLED_BLOCKS,
+    pinv_a: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`band_residual` of each candidate ``delta * fraction`` (:data:`FRACTIONS`) on the rows of
+    :func:`sampled_rows`, (b, h, len(FRACTIONS)); non-finite residuals count as infinite. ``pinv_a``:
+    pinv(A), when the caller has it (projection)."""
+    x_rows, row_real = sampled_rows(f.mask, window, blocks)
+    n = f.mask.shape[-1]
+    if window == 0:
+        y_rows, y_inside = x_rows, torch.ones_like(row_real)
+    else:
+        span = 2 * window
+        starts = x_rows[:, ::span]  # (b, blocks): first row of each block
+        y_pos = (starts[:, :, None] - window + torch.arange(2 * span, device=f.mask.device)).flatten(1)
+        y_inside = (y_pos >= 0) & (y_pos < n)
+        y_rows = y_pos.clamp(0, n - 1)
+    target, real = rows.band()
+    target = _gather_rows(target, x_rows)
+    real = _gather_rows(real, x_rows) & row_real[:, None, :, None]
+    pieces = row_pieces(f, x_rows, y_rows, y_inside)
+    parts = gram_parts(f)
+    if form == "projection":
+        # Linear in delta: X = [F p, -delta E], Y = [B^T, E~^T] with a fixed p = pinv(A), so the band
+        # and the row norms of every candidate follow from pieces computed once.
+        bb, be, ee = parts
+        h = pieces.f.shape[1]
+        e, means = pieces.e.expand(-1, h, -1, -1), pieces.means.expand(-1, h, -1, -1)
+        if pinv_a is None:
+            pinv_a = pseudo_inverse(landmark_system(f.a, f.valid))
+        x0 = pieces.f @ pinv_a
+        band0, band1 = low_rank_band(x0, pieces.bt, window), low_rank_band(e, means, window)
+        norm0, norm1, norm2 = (
+            _quadratic_form(x0, bb, x0),
+            _quadratic_form(x0, be, e),
+            _quadratic_form(e, ee, e),
+        )
+    residuals = []
+    for fraction in FRACTIONS:
+        c = delta * fraction
+        if form == "projection":
+            low_rank = band0 - c[..., None, None] * band1
+            norm_sq = norm0 - 2 * c[..., None] * norm1 + (c * c)[..., None] * norm2
+        else:  # core and sketch: pinv(A - delta I) for every candidate
+            p = pseudo_inverse(landmark_system(f.a, f.valid, c))
+            x, y = approximant_factors(pieces, p, c, form)
+            low_rank = low_rank_band(x, y, window)
+            norm_sq = _quadratic_form(x, right_gram(parts, c, form), x)
+        residual = band_residual(low_rank, norm_sq, c, target, real, window)
+        residuals.append(residual.nan_to_num(nan=float("inf")))
+    return torch.stack(residuals, dim=-1)
 
 
 def checked_delta(
@@ -98,20 +263,22 @@ def checked_delta(
     form: str,
     pseudo_inverse: Callable[[torch.Tensor], torch.Tensor],
     window: int,
+    blocks: int = SAMPLED_BLOCKS,
+    pinv_a: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``delta`` (b, h) times the fraction in :data:`FRACTIONS` whose approximant is closest to S by
-    :func:`band_residual` (see the module doc). Gradients, if any, flow through ``delta`` only."""
+    :func:`candidate_residuals` (see the module doc). Gradients, if any, flow through ``delta`` only."""
     with torch.no_grad():
-        residuals = []
-        if form == "projection":
-            p = pseudo_inverse(landmark_system(f.a, f.valid))
-        for fraction in FRACTIONS:
-            candidate = delta.detach() * fraction
-            if form != "projection":  # core and sketch: pinv(A - delta I) for every candidate
-                p = pseudo_inverse(landmark_system(f.a, f.valid, candidate))
-            x, y = approximant_factors(f, p, candidate, form)
-            residual = band_residual(x, y, candidate, rows, window)
-            residuals.append(residual.nan_to_num(nan=float("inf")))
-        pick = torch.stack(residuals, dim=-1).argmin(dim=-1)  # ties: the larger shift
+        residuals = candidate_residuals(
+            f,
+            delta.detach(),
+            rows,
+            form,
+            pseudo_inverse,
+            window,
+            blocks,
+            None if pinv_a is None else pinv_a.detach(),
+        )
+        pick = residuals.argmin(dim=-1)  # ties: the larger shift
         fractions = torch.tensor(FRACTIONS, dtype=delta.dtype, device=delta.device)
     return delta * fractions[pick]

@@ -78,9 +78,7 @@ class SpectralShiftAttention(NystromAttention):
         if delta not in ESTIMATORS:
             raise ValueError(f"attention.delta must be one of {'|'.join(ESTIMATORS)}; got {delta!r}")
         if delta_check not in CHECKS:
-            raise ValueError(
-                f"attention.delta_check must be one of {'|'.join(CHECKS)}; got {delta_check!r}"
-            )
+            raise ValueError(f"attention.delta_check must be one of {'|'.join(CHECKS)}; got {delta_check!r}")
         if normaliser not in NORMALISERS:
             raise ValueError(
                 f"attention.normaliser must be one of {'|'.join(NORMALISERS)}; got {normaliser!r}"
@@ -147,7 +145,9 @@ class SpectralShiftAttention(NystromAttention):
                 delta = trace_delta(f, pinv_a, self.rank, self.delta_max, rows)
             if check:
                 rows = rows or softmax_rows(f, self.normaliser, self.num_samples, self.window)
-                delta = checked_delta(f, delta, rows, self.form, self.pseudo_inverse, self.window)
+                delta = checked_delta(
+                    f, delta, rows, self.form, self.pseudo_inverse, self.window, pinv_a=pinv_a
+                )
             return delta
 
     # -- combination ---------------------------------------------------------------------------------

@@ -10,7 +10,16 @@ import torch
 from attention._delta import softmax_rows
 from attention._landmarks import landmark_system, nystrom_factors
 from attention._pinv import newton_schulz_pinv
-from attention._shift_check import FRACTIONS, approximant_factors, band_residual, checked_delta
+from attention._shift_check import (
+    FRACTIONS,
+    approximant_factors,
+    candidate_residuals,
+    checked_delta,
+    gram_parts,
+    right_gram,
+    row_pieces,
+    sampled_rows,
+)
 from attention.nystrom import NystromAttention
 from attention.reference import dense_softmax_weights
 from attention.spectral_shift import SpectralShiftAttention
@@ -26,7 +35,9 @@ def ragged(n=50, d=8, seed=0):
 
 def band_of(dense: torch.Tensor, window: int) -> dict[tuple[int, int], torch.Tensor]:
     n = dense.shape[-1]
-    return {(i, o): dense[..., i, i + o] for i in range(n) for o in range(-window, window + 1) if 0 <= i + o < n}
+    return {
+        (i, o): dense[..., i, i + o] for i in range(n) for o in range(-window, window + 1) if 0 <= i + o < n
+    }
 
 
 def rel_err(a, b):
@@ -51,40 +62,71 @@ def checked_setup(form, n=50, window=3):
     return f, mask, delta, p
 
 
+def all_rows(mask):
+    return torch.arange(mask.shape[1]).expand(mask.shape[0], -1)
+
+
 @pytest.mark.parametrize("form", ["core", "sketch", "projection"])
-def test_approximant_factors_are_the_dense_approximant(form):
+def test_approximant_factors_and_right_gram_are_the_dense_approximant(form):
     f, mask, delta, p = checked_setup(form)
-    x, y = approximant_factors(f, p, delta, form)
+    rows = all_rows(mask)
+    x, y = approximant_factors(row_pieces(f, rows, rows, torch.ones_like(mask)), p, delta, form)
     dense = dense_approximant(f, p, delta, form)
     got = x @ y.transpose(-1, -2) + delta[..., None, None] * torch.eye(x.shape[-2], dtype=x.dtype)
     for item, length in enumerate(mask.sum(-1).tolist()):
         torch.testing.assert_close(got[item, :, :length, :length], dense[item, :, :length, :length])
         assert (y[item, :, length:] == 0).all()  # padded keys: no part in any row's norm
+    torch.testing.assert_close(right_gram(gram_parts(f), delta, form), y.transpose(-1, -2) @ y)
 
 
-@pytest.mark.parametrize("form", ["core", "sketch", "projection"])
-def test_band_residual_is_the_band_error_plus_the_off_band_excess(form):
-    """Against the dense approximant M: sum over real rows of the squared error on the estimated band,
-    plus max(0, ||M_i off the band|| - (1 - band mass of the estimate))^2."""
-    window = 3
-    f, mask, delta, p = checked_setup(form, window=window)
-    rows = softmax_rows(f, "free", 0, window)
-    x, y = approximant_factors(f, p, delta, form)
-    got = band_residual(x, y, delta, rows, window)
-    dense = dense_approximant(f, p, delta, form)
-    target, real = rows.band()
+def dense_residual(dense, target, mask, window, rows_of):
+    """Sum over the given real rows of the squared error on the estimated band, plus
+    max(0, ||M_i off the band|| - (1 - band mass of the estimate))^2."""
+    out = torch.zeros(dense.shape[:2], dtype=dense.dtype)
     for item, length in enumerate(mask.sum(-1).tolist()):
-        for head in range(2):
+        for head in range(dense.shape[1]):
             total = 0.0
-            for i in range(length):
+            for i in rows_of(item, length):
                 cols = [i + o for o in range(-window, window + 1) if 0 <= i + o < length]
                 est = torch.stack([target[item, head, i, j - i + window] for j in cols])
                 row = dense[item, head, i, :length]
                 total += (row[cols] - est).square().sum().item()
                 off = [j for j in range(length) if j not in cols]
-                off_norm = row[off].norm().item()
-                total += max(0.0, off_norm - max(0.0, 1 - est.sum().item())) ** 2
-            assert got[item, head].item() == pytest.approx(total, rel=1e-9)
+                total += max(0.0, row[off].norm().item() - max(0.0, 1 - est.sum().item())) ** 2
+            out[item, head] = total
+    return out
+
+
+@pytest.mark.parametrize("form", ["core", "sketch", "projection"])
+@pytest.mark.parametrize("window", [0, 3])
+def test_residuals_are_the_band_error_plus_the_off_band_excess(form, window):
+    """Every candidate's residual against the dense approximant M, over every real row when the sampled
+    blocks cover the sequence."""
+    f, mask, delta, p = checked_setup(form, window=window)
+    rows = softmax_rows(f, "free", 0, window)
+    pinv = lambda a: newton_schulz_pinv(a, 6)  # noqa: E731
+    got = candidate_residuals(f, delta, rows, form, pinv, window, blocks=64)
+    target, _ = rows.band()
+    for c, fraction in enumerate(FRACTIONS):
+        d = delta * fraction
+        p = pinv(landmark_system(f.a, f.valid, None if form == "projection" else d))
+        want = dense_residual(dense_approximant(f, p, d, form), target, mask, window, lambda b, n: range(n))
+        torch.testing.assert_close(got[..., c], want, rtol=1e-9, atol=1e-12)
+
+
+def test_sampled_rows_are_blocks_spread_over_each_sequence_alone_or_padded():
+    window, span = 2, 4
+    mask = torch.arange(200)[None, :] < torch.tensor([200, 50])[:, None]
+    rows, real = sampled_rows(mask, window, blocks=5)
+    starts = rows[:, ::span]
+    assert starts[0].tolist() == [0, 40, 80, 120, 160]  # 50 blocks, every tenth
+    assert real[0].all()
+    # 50 real tokens = 13 blocks of 4: blocks floor(j * 13 / 5) = 0, 2, 5, 7, 10, all real rows
+    assert starts[1].tolist() == [0, 8, 20, 28, 40] and real[1].all()
+    short, short_real = sampled_rows(mask[1:, :50], window, blocks=20)  # 13 blocks: all, the last half real
+    assert short[0, ::span].tolist()[:13] == list(range(0, 52, 4)) and short_real.sum() == 50
+    alone, alone_real = sampled_rows(mask[1:, :50], window, blocks=5)
+    assert alone.tolist() == rows[1:].tolist() and alone_real.tolist() == real[1:].tolist()
 
 
 def test_band_of_the_estimated_softmax_is_exact_with_every_key_sampled():
@@ -106,12 +148,8 @@ def test_checked_delta_is_the_candidate_whose_band_fits_best():
     rows = softmax_rows(f, "free", 0, 16)
     delta = torch.full((2, 2), 0.4, dtype=torch.float64)
     checked = checked_delta(f, delta, rows, "core", lambda a: newton_schulz_pinv(a, 6), 16)
-    errors = []
-    for fraction in FRACTIONS:
-        c = delta * fraction
-        p = newton_schulz_pinv(landmark_system(f.a, f.valid, c), 6)
-        errors.append(band_residual(*approximant_factors(f, p, c, "core"), c, rows, 16))
-    best = torch.tensor(FRACTIONS, dtype=torch.float64)[torch.stack(errors, -1).argmin(-1)]
+    errors = candidate_residuals(f, delta, rows, "core", lambda a: newton_schulz_pinv(a, 6), 16)
+    best = torch.tensor(FRACTIONS, dtype=torch.float64)[errors.argmin(-1)]
     torch.testing.assert_close(checked, delta * best)
     assert len(set(checked.flatten().tolist())) > 1 or checked.max() < 0.4  # it did backtrack somewhere
 
@@ -159,7 +197,9 @@ def test_band_check_keeps_the_shift_where_it_fits():
     ref = exact_attention(q, k, v)
     nys = NystromAttention(2, 64, num_landmarks=64, conv_kernel=0)
     checked = SpectralShiftAttention(2, 64, num_landmarks=64, conv_kernel=0, form="core")
-    unchecked = SpectralShiftAttention(2, 64, num_landmarks=64, conv_kernel=0, form="core", delta_check="none")
+    unchecked = SpectralShiftAttention(
+        2, 64, num_landmarks=64, conv_kernel=0, form="core", delta_check="none"
+    )
     out = checked(q, k, v)
     torch.testing.assert_close(out, unchecked(q, k, v))
     assert (checked.diagnostics["delta"] > 0.05).all()
