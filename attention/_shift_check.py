@@ -49,6 +49,9 @@ def sampled_rows(
     and whether each is a real row (b, blocks * span)."""
     b, n = mask.shape
     span = 2 * window if window > 0 else 32
+    # No more blocks than the padded length holds. This changes no choice: a sequence has at most that
+    # many blocks, and while it has no more than ``blocks`` all of them are used.
+    blocks = min(blocks, -(-n // span))
     positions = torch.arange(1, n + 1, device=mask.device)
     extent = torch.where(mask, positions, 0).amax(dim=-1)  # (b,) one past the last real token
     count = -(-extent // span)  # blocks in the sequence
@@ -280,5 +283,7 @@ def checked_delta(
             None if pinv_a is None else pinv_a.detach(),
         )
         pick = residuals.argmin(dim=-1)  # ties: the larger shift
-        fractions = torch.tensor(FRACTIONS, dtype=delta.dtype, device=delta.device)
-    return delta * fractions[pick]
+    # The candidates multiplied out on the device: a tensor of the fractions would be a blocking copy
+    # from the host (a device sync) on every forward.
+    candidates = torch.stack([delta * fraction for fraction in FRACTIONS], dim=-1)
+    return candidates.gather(-1, pick[..., None]).squeeze(-1)

@@ -140,3 +140,26 @@ def test_arena_bf16_autocast_and_cpu_agreement_on_cuda(name):
     cpu = attn.cpu()(q.cpu(), k.cpu(), v.cpu(), mask.cpu())
     real = mask.cpu()[:, None, :, None].expand_as(cpu)
     torch.testing.assert_close(gpu.cpu()[real], cpu[real], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("form", ["core", "sketch", "projection"])
+def test_band_check_runs_without_a_device_sync(form):
+    """The band check runs on every forward of a scalar form: nothing in it may wait for the device
+    (a host-to-device copy of the candidate fractions did)."""
+    from attention._delta import softmax_rows
+    from attention._landmarks import nystrom_factors
+    from attention._pinv import newton_schulz_pinv
+    from attention._shift_check import checked_delta
+
+    q, k, v = (t.detach() for t in qkv(n=700))
+    mask = torch.arange(700, device="cuda")[None, :] < torch.tensor([700, 500, 90], device="cuda")[:, None]
+    f = nystrom_factors(q, k, v, mask, 32, keep_row_max=True)
+    rows = softmax_rows(f, "free", 0, 16)
+    delta = torch.full((3, 2), 0.3, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        checked = checked_delta(f, delta, rows, form, lambda a: newton_schulz_pinv(a, 6), 16)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert checked.shape == (3, 2) and bool(((checked <= 0.3) & (checked >= 0)).all())

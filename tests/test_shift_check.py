@@ -46,7 +46,8 @@ def rel_err(a, b):
 
 def dense_approximant(f, p, delta, form):
     n, m = f.f.shape[-2], f.seg.m
-    e = torch.nn.functional.one_hot(f.seg.index, m + 1)[..., :m].to(f.f.dtype)[:, None]  # (b, 1, n, m)
+    index = f.seg.index if f.seg.index is not None else (torch.arange(n) // (n // m)).expand(f.f.shape[0], n)
+    e = torch.nn.functional.one_hot(index, m + 1)[..., :m].to(f.f.dtype)[:, None]  # (b, 1, n, m)
     means = e.transpose(-1, -2) / f.counts.clamp_min(1)[:, None, :, None]  # (b, 1, m, n)
     d = delta[..., None, None]
     left, right = (f.f - d * e, f.b - d * means) if form == "sketch" else (f.f, f.b)
@@ -111,6 +112,34 @@ def test_residuals_are_the_band_error_plus_the_off_band_excess(form, window):
         d = delta * fraction
         p = pinv(landmark_system(f.a, f.valid, None if form == "projection" else d))
         want = dense_residual(dense_approximant(f, p, d, form), target, mask, window, lambda b, n: range(n))
+        torch.testing.assert_close(got[..., c], want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", ["core", "sketch", "projection"])
+@pytest.mark.parametrize("padded", [True, False])
+def test_residuals_on_sampled_blocks_are_the_dense_ones_on_those_rows(form, padded):
+    """Two blocks of 2w rows out of a longer sequence, with and without padding (unpadded, n a multiple
+    of m: the segments are plain reshapes)."""
+    window = 2
+    q, k, v, mask = ragged(n=48)
+    mask = mask if padded else torch.ones_like(mask)
+    f = nystrom_factors(q, k, v, mask if padded else None, 6, keep_row_max=True)
+    assert (f.seg.index is None) == (not padded)
+    delta = torch.tensor([[0.3, 0.1], [0.05, 0.2]], dtype=torch.float64)
+    rows = softmax_rows(f, "free", 0, window)
+    pinv = lambda a: newton_schulz_pinv(a, 6)  # noqa: E731
+    got = candidate_residuals(f, delta, rows, form, pinv, window, blocks=2)
+    sampled, real = sampled_rows(mask, window, blocks=2)
+    assert real.sum() < mask.sum()  # a strict subset of the rows
+
+    def rows_of(item, length):
+        return [i for i, ok in zip(sampled[item].tolist(), real[item].tolist(), strict=True) if ok]
+
+    target, _ = rows.band()
+    for c, fraction in enumerate(FRACTIONS):
+        d = delta * fraction
+        p = pinv(landmark_system(f.a, f.valid, None if form == "projection" else d))
+        want = dense_residual(dense_approximant(f, p, d, form), target, mask, window, rows_of)
         torch.testing.assert_close(got[..., c], want, rtol=1e-9, atol=1e-12)
 
 
