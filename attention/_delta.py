@@ -6,14 +6,15 @@ SS-Nyström's shift is the mean of the eigenvalues a rank-k factorisation leaves
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 
-from attention._landmarks import NystromFactors, masked_value
+from attention._landmarks import NystromFactors, masked_value, segment_means
 
-NORMALISERS = ("free", "sampled")
+NORMALISERS = ("free", "moments", "sampled")
 
 
 def band_products(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor:
@@ -119,6 +120,29 @@ def free_log_normaliser(
     return terms.logsumexp(dim=-1)
 
 
+def moment_factors(f: NystromFactors) -> NystromFactors:
+    """``f`` with ``F`` rebuilt from landmark logits raised by half their segment's variance, for
+    :func:`free_log_normaliser` (the ``moments`` normaliser).
+
+    A segment's keys enter the free normaliser through their mean: ``sum_j exp(q . k_j) ~ count
+    exp(q . k~)``, which Jensen's inequality makes too small, so the diagonal weight comes out too large
+    and the shift overshoots (most where rows are partly self-attending, and on random attention at low
+    temperature). With the segment's first and second moments, ``sum_j exp(q . k_j) ~ count exp(q . k~
+    + q^2 . var / 2)``, exact for Gaussian keys when the segment's feature variances ``var`` (a
+    diagonal covariance) describe its spread: one more n x m x d product and one more softmax over
+    n x m, no n x n.
+    """
+    k_land = segment_means(f.k, f.seg)
+    var = (segment_means(f.k * f.k, f.seg) - k_land * k_land).clamp_min(0)
+    q = f.q_scaled
+    if f.padded:  # Q is not zeroed at the padding (nystrom_factors): keep inf there out of the products
+        q = torch.where(f.mask[:, None, :, None], q, q.new_zeros(()))
+    logits = q @ k_land.transpose(-1, -2) + 0.5 * (q * q) @ var.transpose(-1, -2)  # q is scaled
+    if f.padded:  # empty landmarks, as in F
+        logits = logits.masked_fill(~f.valid[:, None, None, :], masked_value(logits.dtype))
+    return dataclasses.replace(f, f=logits.softmax(dim=-1), f_row_max=logits.detach().amax(dim=-1))
+
+
 def sampled_log_normaliser(
     f: NystromFactors, s_diag: torch.Tensor, num_samples: int, window: int = 0, near: tuple | None = None
 ) -> torch.Tensor:
@@ -204,6 +228,8 @@ def softmax_rows(f: NystromFactors, normaliser: str, num_samples: int, window: i
     near = window_logits(f, window) if window > 0 else None
     if normaliser == "free":
         log_z = free_log_normaliser(f, s_diag, window, near)
+    elif normaliser == "moments":
+        log_z = free_log_normaliser(moment_factors(f), s_diag, window, near)
     elif normaliser == "sampled":
         log_z = sampled_log_normaliser(f, s_diag, num_samples, window, near)
     else:

@@ -43,7 +43,7 @@ ESTIMATORS = ("trace", "landmark", "learned", "fixed")
 class SpectralShiftAttention(NystromAttention):
     """Knobs (beyond Nyström's): ``form`` (core|sketch|projection|diagonal), ``delta`` (trace|landmark|learned|
     fixed), ``rank`` (k leading singular values kept out of the shift), ``delta_max`` (clip / scale of
-    delta), ``detach_delta`` (no gradient through estimated delta), ``normaliser`` (free|sampled, for
+    delta), ``detach_delta`` (no gradient through estimated delta), ``normaliser`` (free|moments|sampled, for
     ``trace``), ``num_samples`` (keys sampled by the ``sampled`` normaliser), ``window`` (keys within
     this many positions of a row enter its normaliser exactly; 0 = none), ``delta_check`` (band|none:
     whether the scalar forms backtrack an estimated delta, ``trace`` or ``landmark``, to the candidate
@@ -63,7 +63,7 @@ class SpectralShiftAttention(NystromAttention):
         rank: int = 8,
         delta_max: float = 1.0,
         detach_delta: bool = True,
-        normaliser: str = "free",
+        normaliser: str = "moments",
         num_samples: int = 64,
         window: int = 16,
         delta_check: str = "band",

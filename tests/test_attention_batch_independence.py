@@ -25,6 +25,7 @@ VARIANTS = [
 for _form in FORMS:
     for _knobs in (
         {"delta": "trace", "normaliser": "free"},
+        {"delta": "trace", "normaliser": "moments"},
         {"delta": "trace", "normaliser": "sampled", "num_samples": 16},
         {"delta": "landmark"},
         {"delta": "learned"},

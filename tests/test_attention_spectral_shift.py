@@ -14,6 +14,7 @@ from attention.spectral_shift import ESTIMATORS, FORMS, SpectralShiftAttention
 
 ESTIMATOR_KNOBS = [
     {"delta": "trace", "normaliser": "free"},
+    {"delta": "trace", "normaliser": "moments"},
     {"delta": "trace", "normaliser": "sampled", "num_samples": 16},
     {"delta": "landmark"},
     {"delta": "learned"},
@@ -219,7 +220,7 @@ def test_landmark_estimator_uses_the_landmark_matrix():
     [
         ({"form": "dense"}, "attention.form must be one of core|sketch|projection|diagonal"),
         ({"delta": "eig"}, "attention.delta must be one of trace|landmark|learned|fixed"),
-        ({"normaliser": "exact"}, "attention.normaliser must be one of free|sampled"),
+        ({"normaliser": "exact"}, "attention.normaliser must be one of free|moments|sampled"),
         ({"delta_check": "diag"}, "attention.delta_check must be one of band|none"),
         ({"rank": 64, "form": "core"}, "attention.rank"),
         ({"rank": -1}, "attention.rank"),
@@ -277,7 +278,7 @@ def test_window_logits_are_the_band_of_the_dense_logits(n, window):
                 torch.testing.assert_close(near[:, :, i, c], dense[:, :, i, j])
 
 
-@pytest.mark.parametrize("normaliser", ["free", "sampled"])
+@pytest.mark.parametrize("normaliser", ["free", "moments", "sampled"])
 @pytest.mark.parametrize("form", ["diagonal", "core"])
 def test_gradients_through_the_shift_stay_finite_at_padded_rows(form, normaliser):
     """With ``detach_delta=false`` and a window, a padded row's own logit is not in its normaliser:
@@ -324,5 +325,29 @@ def test_scalar_shift_is_capped_by_the_trace_the_approximant_misses(temperature)
     assert rel_err(proj(q, k, v), ref) <= 1.02 * rel_err(nys(q, k, v), ref)
     f = nystrom_factors(q, k, v, None, 64, keep_row_max=True)
     p = newton_schulz_pinv(landmark_system(f.a, f.valid), 6)
-    room = (trace_estimate(f, "free", 0, 16) - approximant_diagonal(f.f, p, f.b).sum(-1)) / 256
+    room = (trace_estimate(f, proj.normaliser, 0, 16) - approximant_diagonal(f.f, p, f.b).sum(-1)) / 256
     assert (proj.estimate_delta(f, p) <= room.clamp_min(0) + 1e-12).all()
+
+
+def test_moments_normaliser_estimates_the_diagonal_better_than_the_free_one():
+    """Partly self-attending rows (T = 1): the segment means alone underestimate each row's normaliser
+    (Jensen), so the free estimate of the diagonal weight is too high; the segments' variances correct
+    most of that."""
+    from attention._delta import diagonal_weights
+
+    q, k, v = self_attending(n=512, d=32, temperature=1.0)
+    f = nystrom_factors(q, k, v, None, 16, keep_row_max=True)
+    truth = dense_softmax_weights(q, k).diagonal(dim1=-2, dim2=-1)
+    free = (diagonal_weights(f, "free", 0, window=4) - truth).abs().mean()
+    moments = (diagonal_weights(f, "moments", 0, window=4) - truth).abs().mean()
+    assert moments < 0.5 * free
+
+
+def test_moments_normaliser_is_the_free_one_when_segments_do_not_spread():
+    from attention._delta import diagonal_weights
+
+    q, _, v = qkv(n=48)
+    k = qkv(n=6, seed=3)[0].repeat_interleave(8, dim=2)  # 6 segments of 8 equal keys
+    mask = lengths_mask(48, [48, 48])
+    f = nystrom_factors(q, k, v, mask, 6, keep_row_max=True)
+    torch.testing.assert_close(diagonal_weights(f, "moments", 0, 2), diagonal_weights(f, "free", 0, 2))

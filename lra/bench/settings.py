@@ -14,22 +14,27 @@ from lra.registry import attention_names, has_knob
 SPECTRAL_SHIFT_GRID = {
     "ss-core-trace-free": "form=core,delta=trace,normaliser=free",
     "ss-core-trace-sampled": "form=core,delta=trace,normaliser=sampled",
+    "ss-core-trace-moments": "form=core,delta=trace,normaliser=moments",
     "ss-core-landmark": "form=core,delta=landmark",
     "ss-sketch-trace-free": "form=sketch,delta=trace,normaliser=free",
     "ss-sketch-trace-sampled": "form=sketch,delta=trace,normaliser=sampled",
+    "ss-sketch-trace-moments": "form=sketch,delta=trace,normaliser=moments",
     "ss-sketch-landmark": "form=sketch,delta=landmark",
     "ss-projection-trace-free": "form=projection,delta=trace,normaliser=free",
     "ss-projection-trace-sampled": "form=projection,delta=trace,normaliser=sampled",
+    "ss-projection-trace-moments": "form=projection,delta=trace,normaliser=moments",
     "ss-projection-landmark": "form=projection,delta=landmark",
     "ss-core-trace-free-w16": "form=core,delta=trace,normaliser=free,window=16",
     "ss-diagonal-trace-free": "form=diagonal,delta=trace,normaliser=free",
     "ss-diagonal-trace-free-w8": "form=diagonal,delta=trace,normaliser=free,window=8",
     "ss-diagonal-trace-free-w16": "form=diagonal,delta=trace,normaliser=free,window=16",
+    "ss-diagonal-trace-moments": "form=diagonal,delta=trace,normaliser=moments",
+    "ss-diagonal-trace-moments-w8": "form=diagonal,delta=trace,normaliser=moments,window=8",
     "ss-diagonal-trace-sampled": "form=diagonal,delta=trace,normaliser=sampled",
     "ss-diagonal-trace-sampled-w16": "form=diagonal,delta=trace,normaliser=sampled,window=16",
     "ss-core-trace-sampled-r256": "form=core,delta=trace,normaliser=sampled,num_samples=256",
-    "ss-core-trace-free-dmax0.5": "form=core,delta=trace,delta_max=0.5",
-    "ss-projection-trace-free-dmax0.5": "form=projection,delta=trace,delta_max=0.5",
+    "ss-core-trace-free-dmax0.5": "form=core,delta=trace,normaliser=free,delta_max=0.5",
+    "ss-projection-trace-free-dmax0.5": "form=projection,delta=trace,normaliser=free,delta_max=0.5",
 }
 RANKS = (0, 4, 16, 32)
 
@@ -54,6 +59,6 @@ def fidelity_settings(landmarks: int) -> dict[str, str]:
     for rank in RANKS:
         if rank < landmarks:
             settings[f"ss-core-trace-free-k{rank}"] = variant(
-                "spectral_shift", f"form=core,delta=trace,rank={rank}"
+                "spectral_shift", f"form=core,delta=trace,normaliser=free,rank={rank}"
             )
     return settings
