@@ -339,12 +339,12 @@ def trace_delta(
     delta_max: float,
     rows: SoftmaxRows,
 ) -> torch.Tensor:
-    """The tail mean (``rows``: :func:`softmax_rows`), capped so that the shift never takes the approximation's trace past the
-    estimated trace of S: ``delta <= (tr S^ - tr(F pinv(A) B)) / n``. A scalar shift adds delta to
-    every row's own weight; where the approximant already gives rows their own weight (local
-    attention: neighbours that a segment mean blurs into the diagonal), the uncapped tail mean
-    overshoots every one of them (``projection`` was 1.96x Nyström's error on local attention at
-    n = 256 without the cap, 1.00x with it)."""
+    """The tail mean (``rows``: :func:`softmax_rows`), capped so that the shift never takes the
+    approximation's trace past the estimated trace of S: ``delta <= (tr S^ - tr(F pinv(A) B)) / n``.
+    A scalar shift adds delta to every row's own weight; where the approximant already gives rows
+    their own weight (local attention: neighbours that a segment mean blurs into the diagonal), the
+    uncapped tail mean overshoots every one of them (``projection`` was 1.96x Nyström's error on local
+    attention at n = 256 without the cap, 1.00x with it)."""
     trace = rows.diagonal.sum(dim=-1)
     top = top_singular_values(f, pinv_a, rank)
     count = f.mask.sum(dim=-1)
