@@ -87,10 +87,13 @@ def _indicator_rows(
     return one_hot, one_hot / f.counts.clamp_min(1).to(dtype)[:, None, None, :]
 
 
-def gram_parts(f: NystromFactors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gram_parts(f: NystromFactors, form: str) -> tuple[torch.Tensor, ...]:
     """``B B^T``, ``B E~^T`` (b, h, m, m) and ``E~ E~^T = diag(1 / counts)`` (b, 1, m, m): the pieces
-    of every form's :func:`right_gram`, O(n m^2) once per forward, not per candidate."""
+    of the form's :func:`right_gram`, O(n m^2) once per forward, not per candidate (``core`` needs
+    only the first)."""
     bb = f.b @ f.b.transpose(-1, -2)
+    if form == "core":
+        return (bb,)
     be = segment_means(f.b.transpose(-1, -2), f.seg).transpose(-1, -2)
     ee = torch.diag_embed(f.valid.to(bb.dtype) / f.counts.clamp_min(1).to(bb.dtype))[:, None]
     return bb, be, ee
@@ -98,9 +101,9 @@ def gram_parts(f: NystromFactors) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 def right_gram(parts: tuple[torch.Tensor, ...], delta: torch.Tensor, form: str) -> torch.Tensor:
     """``Y^T Y`` over all real keys for the right factor Y of :func:`approximant_factors`, (b, h, c, c)."""
-    bb, be, ee = parts
     if form == "core":
-        return bb
+        return parts[0]
+    bb, be, ee = parts
     d = delta[..., None, None]
     if form == "sketch":
         return bb - d * (be + be.transpose(-1, -2)) + d * d * ee
@@ -227,7 +230,7 @@ def candidate_residuals(
     target = _gather_rows(target, x_rows)
     real = _gather_rows(real, x_rows) & row_real[:, None, :, None]
     pieces = row_pieces(f, x_rows, y_rows, y_inside)
-    parts = gram_parts(f)
+    parts = gram_parts(f, form)
     if form == "projection":
         # Linear in delta: X = [F p, -delta E], Y = [B^T, E~^T] with a fixed p = pinv(A), so the band
         # and the row norms of every candidate follow from pieces computed once.
@@ -272,16 +275,7 @@ def checked_delta(
     """``delta`` (b, h) times the fraction in :data:`FRACTIONS` whose approximant is closest to S by
     :func:`candidate_residuals` (see the module doc). Gradients, if any, flow through ``delta`` only."""
     with torch.no_grad():
-        residuals = candidate_residuals(
-            f,
-            delta.detach(),
-            rows,
-            form,
-            pseudo_inverse,
-            window,
-            blocks,
-            None if pinv_a is None else pinv_a.detach(),
-        )
+        residuals = candidate_residuals(f, delta, rows, form, pseudo_inverse, window, blocks, pinv_a)
         pick = residuals.argmin(dim=-1)  # ties: the larger shift
     # The candidates multiplied out on the device: a tensor of the fractions would be a blocking copy
     # from the host (a device sync) on every forward.

@@ -77,7 +77,7 @@ def test_approximant_factors_and_right_gram_are_the_dense_approximant(form):
     for item, length in enumerate(mask.sum(-1).tolist()):
         torch.testing.assert_close(got[item, :, :length, :length], dense[item, :, :length, :length])
         assert (y[item, :, length:] == 0).all()  # padded keys: no part in any row's norm
-    torch.testing.assert_close(right_gram(gram_parts(f), delta, form), y.transpose(-1, -2) @ y)
+    torch.testing.assert_close(right_gram(gram_parts(f, form), delta, form), y.transpose(-1, -2) @ y)
 
 
 def dense_residual(dense, target, mask, window, rows_of):
