@@ -6,7 +6,6 @@ SS-Nyström's shift is the mean of the eigenvalues a rank-k factorisation leaves
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -17,42 +16,47 @@ from attention._landmarks import NystromFactors, masked_value, segment_means
 NORMALISERS = ("free", "moments", "sampled")
 
 
+def band_rows(window: int) -> int:
+    """Rows per block of :func:`block_band`: ``2 w``, but at least 32, below which the blocks' GEMMs
+    are too small to run at the machine's rate (8 x 16 products ran at a third of 32 x 40's)."""
+    return max(2 * window, 32)
+
+
 def band_products(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor:
     """``x_i . y_j`` for the ``2 w + 1`` positions ``j = i + o``, ``|o| <= w``: (b, h, n, 2w + 1), column
     ``w`` is ``j = i``; entries whose ``j`` falls outside the sequence are meaningless (see
     :func:`band_mask`). ``x`` and ``y`` are (b, h, n, c).
 
-    Blocks of ``2 w`` rows of ``x`` against the ``4 w`` rows of ``y`` from ``w`` before the block to ``w``
-    after it: batched GEMMs of (2w x c) by (c x 4w), O(n w c), nothing n x n. Each row's band is then a
-    diagonal strip of its block's products, read out in place by a view whose rows step one column on.
+    Blocks of ``R`` rows of ``x`` (:func:`band_rows`) against the ``R + 2 w`` rows of ``y`` from ``w``
+    before the block to ``w`` after it: batched GEMMs of (R x c) by (c x (R + 2w)), O(n (R + 2w) c),
+    nothing n x n. Each row's band is then a diagonal strip of its block's products, read out in place
+    by a view whose rows step one column on.
     """
     if window == 0:
         return torch.einsum("bhnc,bhnc->bhn", x, y)[..., None]
     b, h, n, c = x.shape
-    width = 2 * window + 1
-    span = 2 * window  # rows per block
-    blocks = -(-n // span)
-    size = blocks * span
-    x_blocks = torch.nn.functional.pad(x, (0, 0, 0, size - n)).view(b, h, blocks, span, c)
-    cols_y = torch.nn.functional.pad(y, (0, 0, window, size - n + window))  # block t: [t 2w - w, t 2w + 3w)
-    # The block's own rows of y and the next block's, side by side: two contiguous slices, one copy.
-    y_blocks = torch.cat(
-        [cols_y[:, :, s * span : s * span + size].reshape(b, h, blocks, span, c) for s in range(2)], dim=-2
-    )
-    return block_band(x_blocks, y_blocks, window).reshape(b, h, size, width)[:, :, :n]
+    rows = band_rows(window)
+    blocks = -(-n // rows)
+    size = blocks * rows
+    x_blocks = torch.nn.functional.pad(x, (0, 0, 0, size - n)).view(b, h, blocks, rows, c)
+    cols_y = torch.nn.functional.pad(y, (0, 0, window, size - n + window))  # block t: [t R - w, t R + R + w)
+    y_blocks = cols_y.unfold(2, rows + 2 * window, rows).transpose(
+        -1, -2
+    )  # (b, h, blocks, R + 2w, c), a view
+    return block_band(x_blocks, y_blocks, window).reshape(b, h, size, 2 * window + 1)[:, :, :n]
 
 
 def block_band(x_blocks: torch.Tensor, y_blocks: torch.Tensor, window: int) -> torch.Tensor:
-    """Blocks of ``2 w`` rows of x (..., 2w, c) against the ``4 w`` rows of y (..., 4w, c) from ``w``
-    before the block to ``w`` after it: (..., 2w, 2w + 1), row r's products with y rows r .. r + 2w."""
-    span, width = 2 * window, 2 * window + 1
-    products = (x_blocks @ y_blocks.transpose(-1, -2)).contiguous()  # (..., 2w, 4w)
-    # Row r of a block needs columns r .. r + 2w, i.e. entries r (4w + 1) + o of the block: a strided
-    # view with a row stride of 4w + 1 reads the band in place (the last row ends at the block's end).
+    """Blocks of ``R`` rows of x (..., R, c) against the ``R + 2 w`` rows of y (..., R + 2w, c) from ``w``
+    before the block to ``w`` after it: (..., R, 2w + 1), row r's products with y rows r .. r + 2w."""
+    rows, width = x_blocks.shape[-2], 2 * window + 1
+    cols = rows + 2 * window
+    products = (x_blocks @ y_blocks.transpose(-1, -2)).contiguous()  # (..., R, R + 2w)
+    # Row r of a block needs columns r .. r + 2w, i.e. entries r (R + 2w + 1) + o of the block: a
+    # strided view with a row stride of R + 2w + 1 reads the band in place (the last row ends at the
+    # block's end).
     lead, lead_strides = products.shape[:-2], products.stride()[:-2]
-    return products.as_strided(
-        (*lead, span, width), (*lead_strides, 2 * span + 1, 1), products.storage_offset()
-    )
+    return products.as_strided((*lead, rows, width), (*lead_strides, cols + 1, 1), products.storage_offset())
 
 
 def band_mask(mask: torch.Tensor, window: int) -> torch.Tensor:
@@ -72,33 +76,83 @@ def window_logits(f: NystromFactors, window: int) -> tuple[torch.Tensor, torch.T
     return band_products(f.q_scaled, f.k, window), band_mask(f.mask, window)
 
 
-def free_log_normaliser(
-    f: NystromFactors, s_diag: torch.Tensor, window: int = 0, near: tuple | None = None
-) -> torch.Tensor:
-    """``log Z_i ~ logaddexp(s_ii, logsumexp_j(q_i . k~_j + log count_j))``: each segment's keys are
-    represented by their mean key, counted once per real token. Jensen's inequality makes it
-    underestimate the off-diagonal mass, so the diagonal weight it gives is biased upward on peaked rows.
+@dataclass
+class LandmarkSums:
+    """Each row's sum over landmarks, standing for its sum over keys: ``sum_j count_j exp(l_ij) =
+    exp(log_offset_i) weighted_i``, with ``weighted = weights @ counts`` and ``weights_ij =
+    exp(l_ij - log_offset_i)`` for the landmark logits ``l`` of a normaliser."""
+
+    weights: torch.Tensor  # (b, h, n, m)
+    log_offset: torch.Tensor  # (b, h, n)
+    weighted: torch.Tensor  # (b, h, n)
+
+
+def free_sums(f: NystromFactors) -> LandmarkSums:
+    """The free normaliser's: each segment's keys are represented by their mean key, ``l = Q K~^T``.
+    Jensen's inequality makes it underestimate the off-diagonal mass, so the diagonal weight it gives
+    is biased upward on peaked rows.
 
     Read off ``F`` without another pass of exponentials: the largest logit and the largest entry of a
-    softmax row sit at the same j, so ``logsumexp_j(q_i . k~_j) = max_j(q_i . k~_j) - log max_j F_ij``
-    (stable: ``max_j F_ij >= 1/m``), and ``sum_j count_j exp(q_i . k~_j) = exp(logsumexp) (F counts)_i``.
-    Needs ``f.f_row_max`` (``nystrom_factors(..., keep_row_max=True)``).
-
-    With ``window > 0`` (``near`` from :func:`window_logits`) the ``2 w + 1`` keys around ``i`` enter
-    exactly and the landmark sum stands only for the others: each window key's landmark term
-    ``exp(q_i . k~_seg(j))`` is taken out of it. Neighbours that a segment mean blurs (a local band of
-    attention) then no longer make the diagonal look larger than it is.
-    """
+    softmax row sit at the same j, so ``logsumexp_j(l_ij) = max_j(l_ij) - log max_j F_ij`` (stable:
+    ``max_j F_ij >= 1/m``), and the weights are F itself. Needs ``f.f_logits``."""
     tiny = torch.finfo(f.f.dtype).tiny
-    log_sum = f.f_row_max - f.f.detach().amax(dim=-1).clamp_min(tiny).log()
-    if f.seg.index is None and near is None:  # every segment holds n / m real tokens
-        return torch.logaddexp(s_diag, log_sum + math.log(f.seg.n // f.seg.m))
+    log_offset = f.f_logits.detach().amax(dim=-1) - f.f.detach().amax(dim=-1).clamp_min(tiny).log()
     if f.seg.index is None:  # equal segments: F's rows sum to 1, so the count-weighted sum is the count
         weighted = f.f.new_full(f.f.shape[:-1], float(f.seg.n // f.seg.m))
     else:
         weighted = (f.f @ f.counts.to(f.f.dtype)[:, None, :, None]).squeeze(-1)  # (b, h, n)
+    return LandmarkSums(f.f, log_offset, weighted)
+
+
+def moment_sums(f: NystromFactors) -> LandmarkSums:
+    """The ``moments`` normaliser's: landmark logits raised by half their segment's variance.
+
+    A segment's keys enter the free normaliser through their mean: ``sum_j exp(q . k_j) ~ count
+    exp(q . k~)``, which Jensen's inequality makes too small, so the diagonal weight comes out too large
+    and the shift overshoots (most where rows are partly self-attending, and on random attention at low
+    temperature). With the segment's first and second moments, ``sum_j exp(q . k_j) ~ count exp(q . k~
+    + q^2 . var / 2)``, exact for Gaussian keys when the segment's feature variances ``var`` (a
+    diagonal covariance) describe its spread. The variance term is added onto F's own logits in one
+    fused GEMM (``baddbmm``), and the weights are their exponentials less each row's max (in place, no
+    normalising pass): one more n x m x d product, no n x n. Needs ``f.f_logits``.
+    """
+    k_land = segment_means(f.k, f.seg)
+    var = (segment_means(f.k * f.k, f.seg) - k_land * k_land).clamp_min(0)
+    logits, q = f.f_logits, f.q_scaled
+    if f.padded:  # Q is not zeroed at the padding (nystrom_factors): keep inf there out of the products
+        real = f.mask[:, None, :, None]
+        q, logits = torch.where(real, q, q.new_zeros(())), torch.where(real, logits, logits.new_zeros(()))
+    b, h, n, m = logits.shape
+    raised = torch.baddbmm(
+        logits.reshape(b * h, n, m),
+        (q * q).reshape(b * h, n, -1),
+        var.reshape(b * h, m, -1).transpose(-1, -2),
+        alpha=0.5,  # q is scaled; empty landmarks keep F's mask (their var is 0)
+    ).view(b, h, n, m)
+    # The offset only keeps the exponentials in range: it cancels from every normaliser, so it needs
+    # no gradient (and a detached max leaves ``raised`` free to be overwritten).
+    log_offset = raised.detach().amax(dim=-1)
+    weights = raised.sub_(log_offset[..., None]).exp_()
+    if f.seg.index is None:
+        weighted = weights.sum(dim=-1) * float(f.seg.n // f.seg.m)
+    else:
+        weighted = (weights @ f.counts.to(weights.dtype)[:, None, :, None]).squeeze(-1)
+    return LandmarkSums(weights, log_offset, weighted)
+
+
+def landmark_log_normaliser(
+    f: NystromFactors, sums: LandmarkSums, s_diag: torch.Tensor, window: int = 0, near: tuple | None = None
+) -> torch.Tensor:
+    """``log Z_i ~ logaddexp(s_ii, log sum_j count_j exp(l_ij))`` with the landmark sums of a normaliser
+    (:func:`free_sums`, :func:`moment_sums`).
+
+    With ``window > 0`` (``near`` from :func:`window_logits`) the ``2 w + 1`` keys around ``i`` enter
+    exactly and the landmark sum stands only for the others: each window key's landmark term
+    ``exp(l_i,seg(j))`` is taken out of it. Neighbours that a segment mean blurs (a local band of
+    attention) then no longer make the diagonal look larger than it is.
+    """
     if near is None:
-        return torch.logaddexp(s_diag, log_sum + weighted.clamp_min(1.0).log())
+        return torch.logaddexp(s_diag, sums.log_offset + sums.weighted.clamp_min(1.0).log())
     logits, real = near
     b, h, n, width = logits.shape
     pos = torch.arange(n, device=logits.device)[:, None] + torch.arange(width, device=logits.device) - window
@@ -108,39 +162,17 @@ def free_log_normaliser(
     else:
         seg_of = f.seg.index.gather(1, pos.flatten()[None].expand(b, -1)).view(b, n, width)
     seg_of = seg_of.clamp_max(f.seg.m - 1)  # padded positions (index m) are masked out below anyway
-    in_window = f.f.gather(-1, seg_of[:, None].expand(b, h, n, width).reshape(b, h, n, width))
+    in_window = sums.weights.gather(-1, seg_of[:, None].expand(b, h, n, width).reshape(b, h, n, width))
     in_window = (in_window * real[:, None].to(in_window.dtype)).sum(dim=-1)
-    far = weighted - in_window
+    far = sums.weighted - in_window
     # Rows whose window covers every key have no far part: drop the term (its log would be -inf, and
     # its gradient NaN) rather than take the log of a rounding residue.
-    some = far > 1e-6 * weighted.clamp_min(1.0)
-    far_term = torch.where(some, log_sum + torch.where(some, far, 1.0).log(), float("-inf"))
-    neg = masked_value(logits.dtype)
-    terms = torch.cat([logits.masked_fill(~real[:, None], neg), far_term[..., None]], dim=-1)
-    return terms.logsumexp(dim=-1)
-
-
-def moment_factors(f: NystromFactors) -> NystromFactors:
-    """``f`` with ``F`` rebuilt from landmark logits raised by half their segment's variance, for
-    :func:`free_log_normaliser` (the ``moments`` normaliser).
-
-    A segment's keys enter the free normaliser through their mean: ``sum_j exp(q . k_j) ~ count
-    exp(q . k~)``, which Jensen's inequality makes too small, so the diagonal weight comes out too large
-    and the shift overshoots (most where rows are partly self-attending, and on random attention at low
-    temperature). With the segment's first and second moments, ``sum_j exp(q . k_j) ~ count exp(q . k~
-    + q^2 . var / 2)``, exact for Gaussian keys when the segment's feature variances ``var`` (a
-    diagonal covariance) describe its spread: one more n x m x d product and one more softmax over
-    n x m, no n x n.
-    """
-    k_land = segment_means(f.k, f.seg)
-    var = (segment_means(f.k * f.k, f.seg) - k_land * k_land).clamp_min(0)
-    q = f.q_scaled
-    if f.padded:  # Q is not zeroed at the padding (nystrom_factors): keep inf there out of the products
-        q = torch.where(f.mask[:, None, :, None], q, q.new_zeros(()))
-    logits = q @ k_land.transpose(-1, -2) + 0.5 * (q * q) @ var.transpose(-1, -2)  # q is scaled
-    if f.padded:  # empty landmarks, as in F
-        logits = logits.masked_fill(~f.valid[:, None, None, :], masked_value(logits.dtype))
-    return dataclasses.replace(f, f=logits.softmax(dim=-1), f_row_max=logits.detach().amax(dim=-1))
+    some = far > 1e-6 * sums.weighted.clamp_min(1.0)
+    far_term = torch.where(some, sums.log_offset + torch.where(some, far, 1.0).log(), float("-inf"))
+    # Masked with a finite value: a padded row may have no real key in its window, and an all -inf
+    # logsumexp would put NaN in the gradients.
+    near_term = torch.where(real[:, None], logits, masked_value(logits.dtype)).logsumexp(dim=-1)
+    return torch.logaddexp(near_term, far_term)
 
 
 def sampled_log_normaliser(
@@ -224,12 +256,13 @@ class SoftmaxRows:
 def softmax_rows(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> SoftmaxRows:
     """The rows' own logits and estimated normalisers. ``window``: keys within this many positions
     enter the normaliser exactly."""
-    s_diag = torch.einsum("bhnd,bhnd->bhn", f.q_scaled, f.k)
     near = window_logits(f, window) if window > 0 else None
+    # The row's own logit is the middle column of its window (one pass fewer than a product of its own).
+    s_diag = near[0][..., window] if near else torch.einsum("bhnd,bhnd->bhn", f.q_scaled, f.k)
     if normaliser == "free":
-        log_z = free_log_normaliser(f, s_diag, window, near)
+        log_z = landmark_log_normaliser(f, free_sums(f), s_diag, window, near)
     elif normaliser == "moments":
-        log_z = free_log_normaliser(moment_factors(f), s_diag, window, near)
+        log_z = landmark_log_normaliser(f, moment_sums(f), s_diag, window, near)
     elif normaliser == "sampled":
         log_z = sampled_log_normaliser(f, s_diag, num_samples, window, near)
     else:
@@ -248,11 +281,20 @@ def trace_estimate(f: NystromFactors, normaliser: str, num_samples: int, window:
     return diagonal_weights(f, normaliser, num_samples, window).sum(dim=-1)
 
 
-def approximant_diagonal(f: torch.Tensor, pinv_a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def approximant_diagonal(
+    f: torch.Tensor, pinv_a: torch.Tensor, b: torch.Tensor, chunk: int = 256
+) -> torch.Tensor:
     """``(F pinv(A) B)_ii`` for every row, (b, h, n): row i of ``F pinv(A)`` dotted with column i of
     ``B``, O(n m^2), nothing n x n. Computed as ``(pinv(A)^T F^T) * B`` summed over the landmarks, so
-    that both operands of the product have B's (m, n) layout (no transposed copy of an n x m tensor)."""
-    return ((pinv_a.transpose(-1, -2) @ f.transpose(-1, -2)) * b).sum(dim=-2)
+    that both operands of the product have B's (m, n) layout (no transposed copy of an n x m tensor),
+    ``chunk`` columns at a time: each chunk's product is still in cache when it is multiplied and
+    summed (over all n at once, those two passes went to memory and cost half as much as the GEMM)."""
+    p_t, f_t = pinv_a.transpose(-1, -2), f.transpose(-1, -2)
+    n = b.shape[-1]
+    return torch.cat(
+        [((p_t @ f_t[..., s : s + chunk]) * b[..., s : s + chunk]).sum(dim=-2) for s in range(0, n, chunk)],
+        dim=-1,
+    )
 
 
 def diagonal_shift(

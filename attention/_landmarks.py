@@ -90,7 +90,7 @@ class NystromFactors:
     mask: torch.Tensor  # (b, n) bool, True = real token
     seg: Segments
     valid: torch.Tensor  # (b, m) bool, landmark has at least one real token
-    f_row_max: torch.Tensor | None  # (b, h, n) max_j of the logits of F (no grad), when asked for
+    f_logits: torch.Tensor | None  # (b, h, n, m) the logits F is the softmax of, when asked for
     f: torch.Tensor  # (b, h, n, m); rows at padded queries are finite but meaningless
     a: torch.Tensor  # (b, h, m, m), zero rows and columns at empty landmarks
     b: torch.Tensor  # (b, h, m, n), zero columns at padded keys (rows at empty landmarks: module doc)
@@ -142,10 +142,10 @@ def nystrom_factors(
     v: torch.Tensor,
     key_padding_mask: torch.Tensor | None,
     m: int,
-    keep_row_max: bool = False,
+    keep_logits: bool = False,
 ) -> NystromFactors:
-    """The landmark pieces. ``keep_row_max``: also return each row's max logit of ``F`` (with
-    ``max_j F_ij`` it gives the row's log-normaliser for free, see :mod:`attention._delta`).
+    """The landmark pieces. ``keep_logits``: also return the logits of ``F`` (the spectral estimates
+    read each row's log-normaliser off them and build on them, see :mod:`attention._delta`).
 
     Every pass over an n x d or n x m tensor that no real output needs is left out, because these
     passes, not the GEMMs, were most of a padded training step's attention time:
@@ -184,14 +184,14 @@ def nystrom_factors(
     f_logits = _logits(q, (k_land * scale).transpose(-1, -2), landmark_bias)
     a_logits = _logits(q_land, k_land.transpose(-1, -2), landmark_bias)
     b_logits = _logits(q_land, k.transpose(-1, -2), key_bias)
-    f_row_max = f_logits.detach().amax(dim=-1) if keep_row_max else None
     f = f_logits.softmax(dim=-1)
     a = a_logits.softmax(dim=-1)
     b_ = b_logits.softmax(dim=-1)
     if padded:
         # Empty landmarks get zero rows in A (m x m, cheap), so that A is block diagonal (module doc).
         a = a * (valid[:, None, :, None] & valid[:, None, None, :]).to(a.dtype)
-    return NystromFactors(q, k, v, mask, seg, valid, f_row_max, f, a, b_, padded, scale)
+    kept = f_logits if keep_logits else None
+    return NystromFactors(q, k, v, mask, seg, valid, kept, f, a, b_, padded, scale)
 
 
 def landmark_system(a: torch.Tensor, valid: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:

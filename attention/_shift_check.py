@@ -19,8 +19,8 @@ n = 4,096). ``0`` is Nyström, kept unless a shift fits better. (Checking the di
 every eigenvector of the row-stochastic ``A`` but the one for eigenvalue 1 is orthogonal to the
 constant rows.)
 
-The comparison runs on 16 blocks of ``2 w`` rows spread over each sequence (:func:`sampled_rows`;
-every row of a shorter sequence), with the off-band norms from the m x m Gram of the right factor
+The comparison runs on 16 blocks of ``2 w`` rows (at least 32) spread over each sequence
+(:func:`sampled_rows`; every row of a shorter sequence), with the off-band norms from the m x m Gram of the right factor
 over all keys: O(n m^2) once, then per candidate one m x m pseudo-inverse and O(r m^2) on the r
 sampled rows; no n x n tensor, computed without gradient.
 """
@@ -32,23 +32,23 @@ from dataclasses import dataclass
 
 import torch
 
-from attention._delta import SoftmaxRows, block_band
+from attention._delta import SoftmaxRows, band_rows, block_band
 from attention._landmarks import NystromFactors, landmark_system, segment_means
 
 CHECKS = ("band", "none")
 FRACTIONS = (1.0, 0.5, 0.25, 0.125, 0.0)
-SAMPLED_BLOCKS = 16  # blocks of 2w rows per sequence on which the band is compared (all, if fewer)
+SAMPLED_BLOCKS = 16  # blocks of band_rows(w) rows per sequence on which the band is compared (all, if fewer)
 
 
 def sampled_rows(
     mask: torch.Tensor, window: int, blocks: int = SAMPLED_BLOCKS
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows on which the check compares: ``blocks`` blocks of ``2 w`` consecutive positions (``w = 0``:
-    32), evenly spread over each sequence's own extent (up to its last real token), so that the choice
-    depends on the sequence, never on its batch's padding. Returns their positions (b, blocks * span)
-    and whether each is a real row (b, blocks * span)."""
+    """Rows on which the check compares: ``blocks`` blocks of :func:`band_rows` consecutive positions
+    (``2 w``, at least 32), evenly spread over each sequence's own extent (up to its last real token),
+    so that the choice depends on the sequence, never on its batch's padding. Returns their positions
+    (b, blocks * span) and whether each is a real row (b, blocks * span)."""
     b, n = mask.shape
-    span = 2 * window if window > 0 else 32
+    span = band_rows(window)
     # No more blocks than the padded length holds. This changes no choice: a sequence has at most that
     # many blocks, and while it has no more than ``blocks`` all of them are used.
     blocks = min(blocks, -(-n // span))
@@ -161,14 +161,16 @@ def approximant_factors(
 
 
 def low_rank_band(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor:
-    """The band of ``X Y^T`` at the sampled rows, (b, h, r, 2w + 1): ``x`` in blocks of 2w rows, ``y``
-    each block's 4w rows around it (w = 0: the same rows as ``x``, the diagonal only)."""
+    """The band of ``X Y^T`` at the sampled rows, (b, h, r, 2w + 1): ``x`` in blocks of ``R`` rows
+    (:func:`band_rows`), ``y`` each block's ``R + 2w`` rows around it (w = 0: the same rows as ``x``,
+    the diagonal only)."""
     if window == 0:
         return (x * y).sum(dim=-1, keepdim=True)
     b, h, r, c = x.shape
-    span = 2 * window
+    span = band_rows(window)
     blocks = r // span
-    band = block_band(x.reshape(b, h, blocks, span, c), y.reshape(b, h, blocks, 2 * span, c), window)
+    y_blocks = y.reshape(b, h, blocks, span + 2 * window, c)
+    band = block_band(x.reshape(b, h, blocks, span, c), y_blocks, window)
     return band.reshape(b, h, r, 2 * window + 1)
 
 
@@ -221,9 +223,10 @@ def candidate_residuals(
     if window == 0:
         y_rows, y_inside = x_rows, torch.ones_like(row_real)
     else:
-        span = 2 * window
+        span = band_rows(window)
         starts = x_rows[:, ::span]  # (b, blocks): first row of each block
-        y_pos = (starts[:, :, None] - window + torch.arange(2 * span, device=f.mask.device)).flatten(1)
+        reach = torch.arange(span + 2 * window, device=f.mask.device)
+        y_pos = (starts[:, :, None] - window + reach).flatten(1)
         y_inside = (y_pos >= 0) & (y_pos < n)
         y_rows = y_pos.clamp(0, n - 1)
     target, real = rows.band()

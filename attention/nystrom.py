@@ -128,8 +128,8 @@ class NystromAttention(AttentionBase):
         self.conv_impl = conv_impl
         self.skip = ValueConvSkip(num_heads, conv_kernel, conv_impl) if conv_kernel > 0 else None
 
-    # Whether combine() needs each row's max logit of F (spectral shift's free normaliser does).
-    keep_row_max = False
+    # Whether combine() needs the logits of F (spectral shift's normalisers do).
+    keep_logits = False
 
     def extra_repr(self) -> str:
         return (
@@ -154,7 +154,7 @@ class NystromAttention(AttentionBase):
                 self.on_exact_fallback(q32)
             else:
                 factors = nystrom_factors(
-                    q32, k32, v32, key_padding_mask, self.num_landmarks, keep_row_max=self.keep_row_max
+                    q32, k32, v32, key_padding_mask, self.num_landmarks, keep_logits=self.keep_logits
                 )
                 core = self.combine(factors)
                 if key_padding_mask is not None:

@@ -65,7 +65,7 @@ class SpectralShiftAttention(NystromAttention):
         detach_delta: bool = True,
         normaliser: str = "moments",
         num_samples: int = 64,
-        window: int = 16,
+        window: int = 8,
         delta_check: str = "band",
         fixed_delta: float = 0.0,
         **nystrom_knobs,
@@ -107,10 +107,10 @@ class SpectralShiftAttention(NystromAttention):
         self.window = window
         self.delta_check = delta_check
         self.fixed_delta = float(fixed_delta)
-        # The free normaliser reads each row's max logit of F: the trace estimator uses it, and so does
-        # the band check of an estimated delta (landmark too) in the scalar forms.
+        # The free and moments normalisers read the logits of F: the trace estimator uses them, and so
+        # does the band check of an estimated delta (landmark too) in the scalar forms.
         checked = delta == "landmark" and form != "diagonal" and delta_check == "band"
-        self.keep_row_max = normaliser == "free" and (delta == "trace" or checked)
+        self.keep_logits = normaliser != "sampled" and (delta == "trace" or checked)
         # learned: delta = delta_max * sigmoid(theta) per head; theta = 0 starts at delta_max / 2.
         self.delta_logit = nn.Parameter(torch.zeros(num_heads)) if delta == "learned" else None
 
@@ -178,7 +178,7 @@ class SpectralShiftAttention(NystromAttention):
             own = approximant_diagonal(f.f, p, f.b)
         shift = self.row_shift(f, p, own)
         alpha = (1 - shift / (1 - own).clamp_min(torch.finfo(own.dtype).eps)).clamp(0.0, 1.0)
-        out = alpha[..., None] * y + ((1 - alpha) * own + shift)[..., None] * f.v
+        out = torch.addcmul(((1 - alpha) * own + shift)[..., None] * f.v, alpha[..., None], y)
         delta = shift.sum(dim=-1) / f.mask.sum(dim=-1).clamp_min(1)[:, None].to(shift.dtype)
         return out, delta
 

@@ -109,6 +109,7 @@ def plan_compute(
 
 
 # glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 
 
@@ -123,18 +124,25 @@ def _libc():
         return None
 
 
-def pin_allocator(threshold: int = 32 << 20) -> bool:
-    """Fix glibc's mmap threshold at 32 MiB, the most its own adaptive threshold reaches.
+def pin_allocator(threshold: int = 32 << 20, keep: int = 1 << 30) -> bool:
+    """Fix glibc's mmap threshold at 32 MiB, the most its own adaptive threshold reaches, and keep up to
+    ``keep`` bytes of freed memory at the top of the heap instead of returning it to the kernel.
 
     By default the threshold starts at 128 KiB and rises to the largest block freed so far; fixing it
     makes every process behave the same from its first step. It must not be small: at 1 MiB every
     activation of a ListOps step was a fresh mmap whose pages the kernel zeroes on first touch, and a
-    Nyström training step took 3.2 s instead of 1.43 s (one thread, 2026-11-28). What keeps a long
-    run's memory flat is padding batches to a few distinct lengths (``data.pad_to_multiple``), so that
-    freed blocks are reused rather than fragmenting the heap. Returns whether it applied (glibc only)."""
+    Nyström training step took 3.2 s instead of 1.43 s (one thread, 2026-11-28). Fixing it also fixes
+    the trim threshold at glibc's 128 KiB, which returned every freed block at the heap's top to the
+    kernel, to be faulted in again by the next step: 0.668 / 0.637 s per Nyström ListOps step against
+    0.607 / 0.602 s with the trim threshold raised (2 threads, idle, 2026-11-28). Peak memory is
+    unchanged; memory freed after the peak stays with the process. What keeps a long run's memory flat
+    is padding batches to a few distinct lengths (``data.pad_to_multiple``), so that freed blocks are
+    reused rather than fragmenting the heap. Returns whether it applied (glibc only)."""
     libc = _libc()
     try:
-        return bool(libc and libc.mallopt(M_MMAP_THRESHOLD, threshold))
+        return bool(
+            libc and libc.mallopt(M_MMAP_THRESHOLD, threshold) and libc.mallopt(M_TRIM_THRESHOLD, keep)
+        )
     except AttributeError:
         return False
 

@@ -73,7 +73,7 @@ def test_sketch_and_projection_are_exact_at_m_equal_n_with_exact_pinv(form, knob
     ss = SpectralShiftAttention(
         2, 8, num_landmarks=24, conv_kernel=0, form=form, pinv="exact", rank=4, **knobs
     )
-    out = ss.combine(nystrom_factors(q, k, v, None, 24, keep_row_max=True))
+    out = ss.combine(nystrom_factors(q, k, v, None, 24, keep_logits=True))
     if knobs["delta"] == "fixed":
         torch.testing.assert_close(ss.diagnostics["delta"], torch.full((2,), 0.4))
     torch.testing.assert_close(out, dense_softmax_attention(q, k, v), rtol=1e-8, atol=1e-10)
@@ -148,7 +148,7 @@ def test_beats_nystrom_on_self_attending_and_matches_it_elsewhere():
 def test_trace_estimate_with_all_keys_sampled_is_exact():
     q, k, v = self_attending(n=60, d=8, temperature=1.0)
     mask = lengths_mask(60, [60, 37])
-    f = nystrom_factors(q, k, v, mask, 6, keep_row_max=True)
+    f = nystrom_factors(q, k, v, mask, 6, keep_logits=True)
     est = trace_estimate(f, "sampled", num_samples=1000)
     truth = torch.stack([dense_softmax_weights(q[0], k[0]).diagonal(dim1=-2, dim2=-1).sum(-1)])
     s1 = dense_softmax_weights(q[1, :, :37], k[1, :, :37]).diagonal(dim1=-2, dim2=-1).sum(-1)
@@ -161,7 +161,7 @@ def test_trace_estimate_with_all_keys_sampled_is_exact():
 def test_top_singular_values_match_the_dense_approximant():
     q, k, v = qkv(n=70)
     mask = lengths_mask(70, [70, 44])
-    f = nystrom_factors(q, k, v, mask, 8, keep_row_max=True)
+    f = nystrom_factors(q, k, v, mask, 8, keep_logits=True)
     p = newton_schulz_pinv(landmark_system(f.a, f.valid), 6)
     real_f = f.f * mask[:, None, :, None]  # S: the approximant on the real tokens
     dense = real_f @ p @ f.b  # (b, h, N, N): small enough here
@@ -177,7 +177,7 @@ def test_delta_diagnostic_is_per_head_batch_mean():
     delta = ss.diagnostics["delta"]
     assert delta.shape == (2,) and not delta.requires_grad
     assert ((delta >= 0) & (delta <= ss.delta_max)).all() and delta.min() > 0.2
-    f = nystrom_factors(q, k, v, None, 16, keep_row_max=True)
+    f = nystrom_factors(q, k, v, None, 16, keep_logits=True)
     per_item = ss.estimate_delta(f, None)
     torch.testing.assert_close(delta, per_item.float().mean(0))
 
@@ -195,7 +195,7 @@ def test_detached_delta_acts_as_a_constant():
     out.square().sum().backward()
     grads = [t.grad.clone() for t in (q, k, v)]
     fixed = SpectralShiftAttention(1, 16, num_landmarks=12, conv_kernel=0, delta="fixed", form="core")
-    fixed.fixed_delta = float(ss.estimate_delta(nystrom_factors(q, k, v, None, 12, keep_row_max=True), None))
+    fixed.fixed_delta = float(ss.estimate_delta(nystrom_factors(q, k, v, None, 12, keep_logits=True), None))
     for t in (q, k, v):
         t.grad = None
     out2 = fixed(q, k, v)
@@ -209,7 +209,7 @@ def test_landmark_estimator_uses_the_landmark_matrix():
     q, k, v = qkv(n=64)
     ss = SpectralShiftAttention(2, 8, num_landmarks=8, conv_kernel=0, delta="landmark", rank=2, delta_max=5.0)
     ss(q, k, v)
-    f = nystrom_factors(q, k, v, None, 8, keep_row_max=True)
+    f = nystrom_factors(q, k, v, None, 8, keep_logits=True)
     eig = torch.linalg.eigvalsh(0.5 * (f.a + f.a.transpose(-1, -2)))
     expected = ((f.a.diagonal(dim1=-2, dim2=-1).sum(-1) - eig[..., -2:].sum(-1)) / 6).clamp_min(0)
     torch.testing.assert_close(ss.diagnostics["delta"], expected.float().mean(0))
@@ -247,7 +247,7 @@ def test_diagonal_form_delta_is_the_mean_row_shift_and_restores_the_diagonal():
 
     q, k, v = self_attending(n=64, d=16, temperature=1.0)
     ss = SpectralShiftAttention(2, 16, num_landmarks=8, conv_kernel=0, form="diagonal", window=64, rank=2)
-    f = nystrom_factors(q, k, v, None, 8, keep_row_max=True)
+    f = nystrom_factors(q, k, v, None, 8, keep_logits=True)
     p = newton_schulz_pinv(landmark_system(f.a, f.valid), 6)
     own = approximant_diagonal(f.f, p, f.b)
     shift = diagonal_shift(f, own, 1.0, "free", 0, window=64)
@@ -257,16 +257,27 @@ def test_diagonal_form_delta_is_the_mean_row_shift_and_restores_the_diagonal():
     torch.testing.assert_close(ss.diagnostics["delta"], shift.mean(dim=-1).float().mean(0))
 
 
-@pytest.mark.parametrize("n, window", [(50, 1), (50, 3), (50, 16), (7, 16), (64, 16)])
+@pytest.mark.parametrize("chunk", [7, 64, 256])
+def test_approximant_diagonal_is_the_dense_diagonal_in_any_chunks(chunk):
+    from attention._delta import approximant_diagonal
+
+    q, k, v = qkv(n=100)
+    f = nystrom_factors(q, k, v, None, 8)
+    p = newton_schulz_pinv(landmark_system(f.a, f.valid), 6)
+    dense = (f.f @ p @ f.b).diagonal(dim1=-2, dim2=-1)
+    torch.testing.assert_close(approximant_diagonal(f.f, p, f.b, chunk=chunk), dense)
+
+
+@pytest.mark.parametrize("n, window", [(50, 1), (50, 3), (50, 16), (7, 16), (64, 16), (100, 4), (130, 20)])
 def test_window_logits_are_the_band_of_the_dense_logits(n, window):
-    """The block-local GEMMs read out exactly q_i . k_j for |i - j| <= w, with padded and
-    out-of-range keys masked, at lengths that are not a multiple of the block."""
+    """The block-local GEMMs (blocks of max(2w, 32) rows) read out exactly q_i . k_j for |i - j| <= w,
+    with padded and out-of-range keys masked, at lengths that are not a multiple of the block."""
     from attention._delta import window_logits
 
     q, k, v = qkv(n=n)
     mask = torch.ones(2, n, dtype=torch.bool)
     mask[1, n - n // 3 :] = False
-    f = nystrom_factors(q, k, v, mask, 4, keep_row_max=True)
+    f = nystrom_factors(q, k, v, mask, 4, keep_logits=True)
     near, real = window_logits(f, window)
     dense = f.q_scaled @ f.k.transpose(-1, -2)
     for i in range(n):
@@ -323,7 +334,7 @@ def test_scalar_shift_is_capped_by_the_trace_the_approximant_misses(temperature)
     nys = NystromAttention(2, 64, num_landmarks=64, conv_kernel=0).double()
     proj = SpectralShiftAttention(2, 64, num_landmarks=64, conv_kernel=0, form="projection").double()
     assert rel_err(proj(q, k, v), ref) <= 1.02 * rel_err(nys(q, k, v), ref)
-    f = nystrom_factors(q, k, v, None, 64, keep_row_max=True)
+    f = nystrom_factors(q, k, v, None, 64, keep_logits=True)
     p = newton_schulz_pinv(landmark_system(f.a, f.valid), 6)
     room = (trace_estimate(f, proj.normaliser, 0, 16) - approximant_diagonal(f.f, p, f.b).sum(-1)) / 256
     assert (proj.estimate_delta(f, p) <= room.clamp_min(0) + 1e-12).all()
@@ -336,7 +347,7 @@ def test_moments_normaliser_estimates_the_diagonal_better_than_the_free_one():
     from attention._delta import diagonal_weights
 
     q, k, v = self_attending(n=512, d=32, temperature=1.0)
-    f = nystrom_factors(q, k, v, None, 16, keep_row_max=True)
+    f = nystrom_factors(q, k, v, None, 16, keep_logits=True)
     truth = dense_softmax_weights(q, k).diagonal(dim1=-2, dim2=-1)
     free = (diagonal_weights(f, "free", 0, window=4) - truth).abs().mean()
     moments = (diagonal_weights(f, "moments", 0, window=4) - truth).abs().mean()
@@ -349,5 +360,5 @@ def test_moments_normaliser_is_the_free_one_when_segments_do_not_spread():
     q, _, v = qkv(n=48)
     k = qkv(n=6, seed=3)[0].repeat_interleave(8, dim=2)  # 6 segments of 8 equal keys
     mask = lengths_mask(48, [48, 48])
-    f = nystrom_factors(q, k, v, mask, 6, keep_row_max=True)
+    f = nystrom_factors(q, k, v, mask, 6, keep_logits=True)
     torch.testing.assert_close(diagonal_weights(f, "moments", 0, 2), diagonal_weights(f, "free", 0, 2))

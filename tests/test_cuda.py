@@ -153,7 +153,7 @@ def test_band_check_runs_without_a_device_sync(form):
 
     q, k, v = (t.detach() for t in qkv(n=700))
     mask = torch.arange(700, device="cuda")[None, :] < torch.tensor([700, 500, 90], device="cuda")[:, None]
-    f = nystrom_factors(q, k, v, mask, 32, keep_row_max=True)
+    f = nystrom_factors(q, k, v, mask, 32, keep_logits=True)
     rows = softmax_rows(f, "free", 0, 16)
     delta = torch.full((3, 2), 0.3, device="cuda")
     torch.cuda.synchronize()

@@ -72,10 +72,24 @@ class _FakeLibc:
 
 def test_allocator_threshold_is_not_small(monkeypatch):
     """A 1 MiB mmap threshold made every ListOps activation a fresh, kernel-zeroed mapping (a
-    Nyström step 2.2x slower); the pin stays at glibc's own 32 MiB ceiling."""
+    Nyström step 2.2x slower); the pin stays at glibc's own 32 MiB ceiling, and freed memory at the
+    heap's top is kept (glibc's 128 KiB trim threshold faulted it in again every step)."""
     from lra import resources
 
     fake = _FakeLibc()
     monkeypatch.setattr(resources, "_libc", lambda: fake)
     assert resources.pin_allocator()
-    assert fake.calls == [("mallopt", resources.M_MMAP_THRESHOLD, 32 << 20)]
+    assert fake.calls == [
+        ("mallopt", resources.M_MMAP_THRESHOLD, 32 << 20),
+        ("mallopt", resources.M_TRIM_THRESHOLD, 1 << 30),
+    ]
+
+
+def test_allocator_pin_applies_in_this_process():
+    """The real call: glibc accepts both settings (skipped where the C library is not glibc)."""
+    from lra import resources
+
+    libc = resources._libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        pytest.skip("no glibc mallopt here")
+    assert resources.pin_allocator()

@@ -57,7 +57,7 @@ def dense_approximant(f, p, delta, form):
 
 def checked_setup(form, n=50, window=3):
     q, k, v, mask = ragged(n=n)
-    f = nystrom_factors(q, k, v, mask, 6, keep_row_max=True)
+    f = nystrom_factors(q, k, v, mask, 6, keep_logits=True)
     delta = torch.tensor([[0.3, 0.1], [0.05, 0.2]], dtype=torch.float64)
     p = newton_schulz_pinv(landmark_system(f.a, f.valid, None if form == "projection" else delta), 6)
     return f, mask, delta, p
@@ -118,12 +118,12 @@ def test_residuals_are_the_band_error_plus_the_off_band_excess(form, window):
 @pytest.mark.parametrize("form", ["core", "sketch", "projection"])
 @pytest.mark.parametrize("padded", [True, False])
 def test_residuals_on_sampled_blocks_are_the_dense_ones_on_those_rows(form, padded):
-    """Two blocks of 2w rows out of a longer sequence, with and without padding (unpadded, n a multiple
-    of m: the segments are plain reshapes)."""
+    """Two blocks (of 32 rows: band_rows) out of a longer sequence, with and without padding
+    (unpadded, n a multiple of m: the segments are plain reshapes)."""
     window = 2
-    q, k, v, mask = ragged(n=48)
+    q, k, v, mask = ragged(n=156)
     mask = mask if padded else torch.ones_like(mask)
-    f = nystrom_factors(q, k, v, mask if padded else None, 6, keep_row_max=True)
+    f = nystrom_factors(q, k, v, mask if padded else None, 6, keep_logits=True)
     assert (f.seg.index is None) == (not padded)
     delta = torch.tensor([[0.3, 0.1], [0.05, 0.2]], dtype=torch.float64)
     rows = softmax_rows(f, "free", 0, window)
@@ -144,24 +144,24 @@ def test_residuals_on_sampled_blocks_are_the_dense_ones_on_those_rows(form, padd
 
 
 def test_sampled_rows_are_blocks_spread_over_each_sequence_alone_or_padded():
-    window, span = 2, 4
-    mask = torch.arange(200)[None, :] < torch.tensor([200, 50])[:, None]
+    window, span = 2, 32  # blocks of 2w rows, but at least 32 (band_rows)
+    mask = torch.arange(1600)[None, :] < torch.tensor([1600, 400])[:, None]
     rows, real = sampled_rows(mask, window, blocks=5)
     starts = rows[:, ::span]
-    assert starts[0].tolist() == [0, 40, 80, 120, 160]  # 50 blocks, every tenth
+    assert starts[0].tolist() == [0, 320, 640, 960, 1280]  # 50 blocks, every tenth
     assert real[0].all()
-    # 50 real tokens = 13 blocks of 4: blocks floor(j * 13 / 5) = 0, 2, 5, 7, 10, all real rows
-    assert starts[1].tolist() == [0, 8, 20, 28, 40] and real[1].all()
-    short, short_real = sampled_rows(mask[1:, :50], window, blocks=20)  # 13 blocks: all, the last half real
-    assert short[0, ::span].tolist()[:13] == list(range(0, 52, 4)) and short_real.sum() == 50
-    alone, alone_real = sampled_rows(mask[1:, :50], window, blocks=5)
+    # 400 real tokens = 13 blocks of 32: blocks floor(j * 13 / 5) = 0, 2, 5, 7, 10, all real rows
+    assert starts[1].tolist() == [0, 64, 160, 224, 320] and real[1].all()
+    short, short_real = sampled_rows(mask[1:, :400], window, blocks=20)  # 13 blocks: all, the last half real
+    assert short[0, ::span].tolist()[:13] == list(range(0, 416, 32)) and short_real.sum() == 400
+    alone, alone_real = sampled_rows(mask[1:, :400], window, blocks=5)
     assert alone.tolist() == rows[1:].tolist() and alone_real.tolist() == real[1:].tolist()
 
 
 def test_band_of_the_estimated_softmax_is_exact_with_every_key_sampled():
     q, k, v, mask = ragged(n=40)
     window = 4
-    f = nystrom_factors(q, k, v, mask, 5, keep_row_max=True)
+    f = nystrom_factors(q, k, v, mask, 5, keep_logits=True)
     target, real = softmax_rows(f, "sampled", 1000, window).band()
     for item, length in enumerate(mask.sum(-1).tolist()):
         s = dense_softmax_weights(q[item, :, :length], k[item, :, :length])
@@ -173,7 +173,7 @@ def test_band_of_the_estimated_softmax_is_exact_with_every_key_sampled():
 
 def test_checked_delta_is_the_candidate_whose_band_fits_best():
     q, k, v = make_regime("local-self", 2, 2, 256, 32, 0.25)
-    f = nystrom_factors(q, k, v, None, 32, keep_row_max=True)
+    f = nystrom_factors(q, k, v, None, 32, keep_logits=True)
     rows = softmax_rows(f, "free", 0, 16)
     delta = torch.full((2, 2), 0.4, dtype=torch.float64)
     checked = checked_delta(f, delta, rows, "core", lambda a: newton_schulz_pinv(a, 6), 16)

@@ -45,6 +45,7 @@ from lra.registry import (
     parse_variant,
     split_variants,
 )
+from lra.resources import pin_allocator
 
 REFERENCES = ("softmax-dense", *PACKAGES)  # rows that are not attention configs
 BASELINE = "nystrom"
@@ -346,6 +347,8 @@ def skipped(variant: str, n: int, device: str, args) -> bool:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if not args.worker:  # the memory worker keeps _worker_env's allocator, whose RSS follows live tensors
+        pin_allocator()  # as run.py does: the allocator's defaults put page faults in the timings
     if args.worker:
         variant, n = args.worker.rsplit(":", 1)
         print(json.dumps(measure_memory_here(variant, int(n), args, "cpu")))

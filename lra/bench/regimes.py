@@ -11,6 +11,8 @@ it), so a lower temperature means peakier rows.
   attend strongly to themselves and the spectrum of S is flat (about ``alpha I`` plus a small part).
 - ``local``: neighbouring tokens attend to each other: q and k are random Fourier features of the
   position (plus some noise), so ``q_i . k_j`` is a Gaussian bump in ``i - j`` of width 8 tokens.
+- ``local-narrow`` / ``local-wide``: the same bump 2 and 32 tokens wide (narrower than the
+  spectral-shift window's reach, and wider than it).
 - ``local-self``: a mixture, the ``local`` bump plus a shared noise part in q and k (k = q there), so a
   token attends to itself and to its neighbours.
 """
@@ -24,7 +26,18 @@ import torch.nn.functional as F
 
 from attention.reference import dense_softmax_attention, dense_softmax_weights
 
-REGIMES = ("random", "smooth", "smooth-fine", "smooth-coarse", "self", "local", "local-self")
+REGIMES = (
+    "random",
+    "smooth",
+    "smooth-fine",
+    "smooth-coarse",
+    "self",
+    "local",
+    "local-narrow",
+    "local-wide",
+    "local-self",
+)
+LOCAL_WIDTHS = {"local": 8.0, "local-narrow": 2.0, "local-wide": 32.0, "local-self": 8.0}
 SMOOTH_WIDTHS = {
     "smooth": lambda n: max(n / 64, 2.0),
     "smooth-fine": lambda n: 2.0,
@@ -72,8 +85,8 @@ def make_regime(
     elif name in SMOOTH_WIDTHS:
         width = SMOOTH_WIDTHS[name](n)  # smooth: a few segments of m = 64 landmarks
         q, k = (_smooth_noise(shape, g, dtype, width) for _ in range(2))
-    elif name in ("local", "local-self"):
-        pos = _position_features(shape, g, dtype, width=8.0)
+    elif name in LOCAL_WIDTHS:
+        pos = _position_features(shape, g, dtype, width=LOCAL_WIDTHS[name])
         noise_q = torch.randn(shape, generator=g, dtype=dtype)
         noise_k = noise_q if name == "local-self" else torch.randn(shape, generator=g, dtype=dtype)
         q, k = pos + 0.5 * noise_q, pos + 0.5 * noise_k

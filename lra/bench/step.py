@@ -36,6 +36,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lra.resources import pin_allocator
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -218,6 +220,7 @@ class Load:
 
 def _throughput_worker(task, attention, sets, device, threads, seconds, queue) -> None:
     torch.set_num_threads(threads)
+    pin_allocator()
     ns = argparse.Namespace(set=sets, device=device)
     stepper = Stepper(compose(task, attention, ns.set), device)
     stepper.step()
@@ -333,6 +336,8 @@ def main(argv=None) -> int:
 
         args.threads = plan_compute(gpu=args.device == "cuda").threads
     torch.set_num_threads(args.threads)
+    if not args.memory_worker:  # it keeps measure_memory's allocator, whose RSS follows live tensors
+        pin_allocator()  # as run.py does
     try:
         return _main(args)
     finally:
