@@ -65,7 +65,7 @@ class SpectralShiftAttention(NystromAttention):
         detach_delta: bool = True,
         normaliser: str = "moments",
         num_samples: int = 64,
-        window: int = 8,
+        window: int = 16,
         delta_check: str = "band",
         fixed_delta: float = 0.0,
         **nystrom_knobs,

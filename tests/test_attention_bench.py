@@ -91,6 +91,21 @@ def test_regimes_behave_as_named():
     )
 
 
+def test_local_regimes_attend_over_their_bump_widths():
+    """local-narrow, local and local-wide (bumps 2, 8 and 32 tokens wide): at T = 0.5 the mean distance
+    a token attends over grows with the width (about 0.6, 1.7 and 6.4 positions)."""
+    from attention.reference import dense_softmax_weights
+
+    n = 512
+    offset = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs().double()
+    reach = {}
+    for name in ("local-narrow", "local", "local-wide"):
+        q, k, _ = make_regime(name, 1, 2, n, 64, temperature=0.5)
+        reach[name] = (dense_softmax_weights(q, k) * offset).sum(-1).mean().item()  # mean |i - j|
+    assert reach["local-narrow"] < reach["local"] < reach["local-wide"]
+    assert reach["local-narrow"] < 1 and reach["local-wide"] > 4
+
+
 class TinyModel(nn.Module):
     """Stands in for models.transformer.LRATransformer: named_attention() and a forward that calls
     each attention core with (q, k, v, mask)."""

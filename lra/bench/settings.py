@@ -26,13 +26,14 @@ SPECTRAL_SHIFT_GRID = {
     "ss-projection-landmark": "form=projection,delta=landmark",
     "ss-core-trace-free-w16": "form=core,delta=trace,normaliser=free,window=16",
     "ss-diagonal-trace-free": "form=diagonal,delta=trace,normaliser=free",
+    "ss-diagonal-trace-free-w8": "form=diagonal,delta=trace,normaliser=free,window=8",
     "ss-diagonal-trace-free-w16": "form=diagonal,delta=trace,normaliser=free,window=16",
     "ss-diagonal-trace-moments": "form=diagonal,delta=trace,normaliser=moments",
-    # The window's reach, from none to four times the default: the local regimes show which fail.
+    # The window's reach, from none to twice the default: the local regimes show which fail.
     "ss-diagonal-trace-moments-w0": "form=diagonal,delta=trace,normaliser=moments,window=0",
     "ss-diagonal-trace-moments-w2": "form=diagonal,delta=trace,normaliser=moments,window=2",
     "ss-diagonal-trace-moments-w4": "form=diagonal,delta=trace,normaliser=moments,window=4",
-    "ss-diagonal-trace-moments-w16": "form=diagonal,delta=trace,normaliser=moments,window=16",
+    "ss-diagonal-trace-moments-w8": "form=diagonal,delta=trace,normaliser=moments,window=8",
     "ss-diagonal-trace-moments-w32": "form=diagonal,delta=trace,normaliser=moments,window=32",
     "ss-diagonal-trace-sampled": "form=diagonal,delta=trace,normaliser=sampled",
     "ss-diagonal-trace-sampled-w16": "form=diagonal,delta=trace,normaliser=sampled,window=16",
