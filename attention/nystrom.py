@@ -75,12 +75,17 @@ class ValueConvSkip(nn.Module):
         t = self.toeplitz(v.dtype)
         padded = F.pad(v, (0, 0, size, blocks * size - n + size)).view(b, h, blocks + 2, size, d)
         # One GEMM per head and source offset: (B x B) @ (B x [blocks, batch, d]). With the block
-        # index outermost of the right operand, each offset's operand is a contiguous slice of one
-        # copy (a view, not a copy per offset), and the three products accumulate in place.
+        # index outermost of the right operand, each offset's operand is a strided slice of one copy
+        # (a view, not a copy per offset), and the three products accumulate in place. Of the
+        # neighbouring blocks only the rows within the kernel's reach enter (the last `left` rows of
+        # the previous block, the first `right` of the next): B + left + right multiply-adds per
+        # output instead of 3 B (66 against 96 for kernel 35).
+        left, right = self.left, self.kernel - 1 - self.left
         columns = padded.permute(1, 3, 2, 0, 4).contiguous()  # (h, B, blocks + 2, b, d)
-        y = torch.bmm(t[:, 0], columns[:, :, :blocks].reshape(h, size, -1))
-        for k in (1, 2):
-            y = y.baddbmm(t[:, k], columns[:, :, k : k + blocks].reshape(h, size, -1))
+        cols = blocks * b * d
+        y = torch.bmm(t[:, 1], columns[:, :, 1 : blocks + 1].reshape(h, size, cols))
+        y = y.baddbmm(t[:, 0, :, size - left :], columns[:, size - left :, :blocks].reshape(h, left, cols))
+        y = y.baddbmm(t[:, 2, :, :right], columns[:, :right, 2 : blocks + 2].reshape(h, right, cols))
         y = y.view(h, size, blocks, b, d).permute(3, 0, 2, 1, 4).reshape(b, h, blocks * size, d)
         return y[:, :, :n]
 
