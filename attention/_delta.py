@@ -94,9 +94,10 @@ def free_sums(f: NystromFactors) -> LandmarkSums:
 
     Read off ``F`` without another pass of exponentials: the largest logit and the largest entry of a
     softmax row sit at the same j, so ``logsumexp_j(l_ij) = max_j(l_ij) - log max_j F_ij`` (stable:
-    ``max_j F_ij >= 1/m``), and the weights are F itself. Needs ``f.f_logits``."""
+    ``max_j F_ij >= 1/m``), and the weights are F itself. Needs ``f.f_logits``. The offset keeps its
+    gradient: F's rows are normalised, so unlike :func:`moment_sums`'s offset it does not cancel."""
     tiny = torch.finfo(f.f.dtype).tiny
-    log_offset = f.f_logits.detach().amax(dim=-1) - f.f.detach().amax(dim=-1).clamp_min(tiny).log()
+    log_offset = f.f_logits.amax(dim=-1) - f.f.amax(dim=-1).clamp_min(tiny).log()
     if f.seg.index is None:  # equal segments: F's rows sum to 1, so the count-weighted sum is the count
         weighted = f.f.new_full(f.f.shape[:-1], float(f.seg.n // f.seg.m))
     else:

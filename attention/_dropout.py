@@ -5,7 +5,7 @@
 threshold): for a 32 x 2000 x 128 activation, forward+backward took 63 ms with ``F.dropout``, 43–60
 ms with uniform floats compared with ``p`` (an earlier form) and 36 ms with these lanes (one thread;
 the mask alone 18 against 8.5 ms), 2026-11-28. The boolean mask is then turned into a float one (the
-scale in it) and multiplied: ``torch.where`` with a boolean mask ran at a fifth of a multiplication's
+scale in it, in fp32 and fp64) and multiplied: ``torch.where`` with a boolean mask ran at a fifth of a multiplication's
 rate on this CPU (9.1 against 2.4 ms for that activation), so forward+backward fell from 33 to 20 ms
 (one thread, ``F.dropout`` 44 ms), at the cost of a float mask kept for backward instead of a
 boolean one. At the ListOps setting the masks were the second
@@ -35,10 +35,15 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return F.dropout(x, p, training=True)
     if levels == 0:  # p < 2^-16: no element would ever be dropped
         return x
-    # The mask in x's dtype with the scale in it (as F.dropout's own), so that forward and backward are
-    # each one plain multiplication; autograd saves only the mask.
+    # A float mask, so that forward and backward are each a plain multiplication; autograd saves only
+    # the mask. In fp32 and fp64 the scale is in it. A bf16 or fp16 mask would round the scale itself
+    # (1 / 0.9 to 1.109375 in bf16: every kept element 0.16% too small, as with F.dropout), so there
+    # the product is scaled by the exact Python float instead, one more pass.
     scale = _LEVELS / (_LEVELS - levels)
-    return x * keep_mask(x.shape, p, x.device).to(x.dtype).mul_(scale)
+    keep = keep_mask(x.shape, p, x.device).to(x.dtype)
+    if torch.finfo(x.dtype).bits >= 32:
+        return x * keep.mul_(scale)
+    return (x * keep).mul_(scale)
 
 
 _LEVELS = 2**15
