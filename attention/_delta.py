@@ -39,10 +39,9 @@ def band_products(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor
     blocks = -(-n // rows)
     size = blocks * rows
     x_blocks = torch.nn.functional.pad(x, (0, 0, 0, size - n)).view(b, h, blocks, rows, c)
-    cols_y = torch.nn.functional.pad(y, (0, 0, window, size - n + window))  # block t: [t R - w, t R + R + w)
-    y_blocks = cols_y.unfold(2, rows + 2 * window, rows).transpose(
-        -1, -2
-    )  # (b, h, blocks, R + 2w, c), a view
+    # Block t's keys are rows [t R - w, t R + R + w) of y: overlapping windows of one padded copy.
+    cols_y = torch.nn.functional.pad(y, (0, 0, window, size - n + window))
+    y_blocks = cols_y.unfold(2, rows + 2 * window, rows).transpose(-1, -2)  # (b, h, blocks, R + 2w, c)
     return block_band(x_blocks, y_blocks, window).reshape(b, h, size, 2 * window + 1)[:, :, :n]
 
 

@@ -5,11 +5,11 @@
 threshold): for a 32 x 2000 x 128 activation, forward+backward took 63 ms with ``F.dropout``, 43–60
 ms with uniform floats compared with ``p`` (an earlier form) and 36 ms with these lanes (one thread;
 the mask alone 18 against 8.5 ms), 2026-11-28. The boolean mask is then turned into a float one (the
-scale in it, in fp32 and fp64) and multiplied: ``torch.where`` with a boolean mask ran at a fifth of a multiplication's
-rate on this CPU (9.1 against 2.4 ms for that activation), so forward+backward fell from 33 to 20 ms
-(one thread, ``F.dropout`` 44 ms), at the cost of a float mask kept for backward instead of a
-boolean one. At the ListOps setting the masks were the second
-largest item of a Nyström training step. Each element is dropped with probability ``p`` rounded to a
+scale in it, in fp32 and fp64) and multiplied: ``torch.where`` with a boolean mask ran at a fifth of
+a multiplication's rate on this CPU (9.1 against 2.4 ms for that activation), so forward+backward
+fell from 33 to 20 ms (one thread, ``F.dropout`` 44 ms), at the cost of a float mask kept for
+backward instead of a boolean one. At the ListOps setting the masks were the second largest item of
+a Nyström training step. Each element is dropped with probability ``p`` rounded to a
 multiple of 2^-15 (0.1 -> 0.100006) and kept ones are scaled by ``1 / (1 - p)`` of that rounded
 ``p``, so the expectation is kept exactly, as in ``F.dropout``; only the random stream differs
 (``p`` within 2^-16 of 1 goes to ``F.dropout``; ``p`` below 2^-16 drops nothing). On other devices

@@ -20,9 +20,9 @@ every eigenvector of the row-stochastic ``A`` but the one for eigenvalue 1 is or
 constant rows.)
 
 The comparison runs on 16 blocks of ``2 w`` rows (at least 32) spread over each sequence
-(:func:`sampled_rows`; every row of a shorter sequence), with the off-band norms from the m x m Gram of the right factor
-over all keys: O(n m^2) once, then per candidate one m x m pseudo-inverse and O(r m^2) on the r
-sampled rows; no n x n tensor, computed without gradient.
+(:func:`sampled_rows`; every row of a shorter sequence), with the off-band norms from the m x m Gram
+of the right factor over all keys: O(n m^2) once, then per candidate one m x m pseudo-inverse and
+O(r m^2) on the r sampled rows; no n x n tensor, computed without gradient.
 """
 
 from __future__ import annotations
