@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -60,6 +61,29 @@ def test_step_smoke(tmp_path):
         assert r["time_s"] > 0 and r["flops"] > 0 and r["peak_bytes"] > 0 and (r["batch"], r["n"]) == (2, 96)
     assert record["gemm_gflops_per_s"] > 0 and record["threads"] == 1
     assert "| listops | nystrom | 2 x 96 |" in (tmp_path / "step.md").read_text()
+
+
+def test_step_times_variants_with_their_own_overrides(tmp_path):
+    argv = ["step", "--tasks", "listops", "--attentions", "nystrom,nystrom:conv_kernel=0,model.dropout=0"]
+    argv += ["--reps", "2", "--warmup", "1", "--no-memory", "--threads", "1", "--out", str(tmp_path)]
+    argv += ["--set", "model.max_len=96", "--set", "data.batch_size=2"]
+    assert bench_main(argv) == 0
+    rows = {r["attention"]: r for r in json.loads((tmp_path / "step.json").read_text())["rows"]}
+    assert set(rows) == {"nystrom", "nystrom:conv_kernel=0,model.dropout=0"}
+    # Without the conv skip the step has fewer matrix products: the override reached the model.
+    assert rows["nystrom:conv_kernel=0,model.dropout=0"]["flops"] < rows["nystrom"]["flops"]
+    assert len(rows["nystrom:conv_kernel=0,model.dropout=0"]["time_samples_s"]) == 2
+
+
+def test_step_variant_errors_name_the_knob():
+    from lra.bench.step import compose, variant_overrides
+
+    with pytest.raises(ValueError, match=r"'conv_kernal' is not a knob of conf/attention/nystrom.yaml"):
+        variant_overrides("nystrom:conv_kernal=0")
+    with pytest.raises(ValueError, match="expected key=value"):
+        variant_overrides("nystrom:conv_kernel")
+    cfg = compose("listops", "spectral_shift:window=4,model.dropout=0", ["model.dropout=0.3"])
+    assert cfg.attention.window == 4 and cfg.model.dropout == 0  # the variant's own override wins
 
 
 def test_cpu_peak_memory_is_measured_in_a_fresh_process():

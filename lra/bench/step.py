@@ -3,6 +3,10 @@
 ``python -m lra.bench step [--tasks listops] [--attentions softmax,nystrom,spectral_shift]
 [--set model.max_len=1000 ...] [--device cpu|cuda] [--load 1] [--parallel-check]``
 
+An attention may carry overrides, ``nystrom:conv_kernel=0`` (a knob of its config) or
+``nystrom:model.dropout=0`` (any config path): what a part of the model costs in a step, timed
+interleaved with the step that has it.
+
 The model, optimiser and batch shape are the run's own (composed from ``conf/`` exactly as
 ``run.py`` composes them, ``--set`` adding overrides); the batch is synthetic but full: every
 sequence at ``model.max_len``, all tokens real. Attentions of one task are timed interleaved (every
@@ -36,17 +40,46 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lra.registry import split_variants
 from lra.resources import pin_allocator
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def variant_overrides(spec: str) -> tuple[str, list[str]]:
+    """An attention variant of the step: ``"nystrom:conv_kernel=0,model.dropout=0"`` -> ``("nystrom",
+    ["attention.conv_kernel=0", "model.dropout=0"])``. A key without a dot is a knob of
+    ``conf/attention/<name>.yaml``; a dotted key is any config path, so one step can be timed with and
+    without a part of the model, interleaved in one run."""
+    from lra.registry import knobs
+
+    name, _, rest = spec.partition(":")
+    overrides = []
+    for item in filter(None, (piece.strip() for piece in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"step variant {spec!r}: expected key=value after ':', got {item!r}")
+        if "." not in key:
+            if key not in knobs(name):
+                raise ValueError(
+                    f"step variant {spec!r}: {key!r} is not a knob of conf/attention/{name}.yaml "
+                    f"(knobs: {', '.join(sorted(knobs(name)))}); a dotted key such as model.dropout "
+                    "sets any other config path"
+                )
+            key = f"attention.{key}"
+        overrides.append(f"{key}={value}")
+    return name, overrides
+
+
 def compose(task: str, attention: str, sets: list[str]):
+    """The run's config for ``task`` and an attention variant (:func:`variant_overrides`), with the
+    ``sets`` overrides before the variant's own."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    name, own = variant_overrides(attention)
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose("config", [f"task={task}", f"attention={attention}", *sets])
+        return hydra_compose("config", [f"task={task}", f"attention={name}", *sets, *own])
 
 
 def make_batch(cfg, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -306,7 +339,11 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m lra.bench step", description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", type=lambda s: s.split(","), default=["listops"])
     p.add_argument(
-        "--attentions", type=lambda s: s.split(","), default=["softmax", "nystrom", "spectral_shift"]
+        "--attentions",
+        type=split_variants,
+        default=["softmax", "nystrom", "spectral_shift"],
+        help="attention configs, each with optional ':key=value,...' overrides (a dotted key is any config "
+        "path), comma-separated: nystrom,nystrom:conv_kernel=0,nystrom:model.dropout=0",
     )
     p.add_argument("--set", action="append", default=[], help="a config override, e.g. model.max_len=1000")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -384,7 +421,7 @@ def parallel_table(parallel: list[dict]) -> str:
 
 def _main(args) -> int:
     if args.memory_worker:
-        task, attention = args.memory_worker.split(":")
+        task, attention = args.memory_worker.split(":", 1)
         print(json.dumps(measure_memory_here(task, attention, args)))
         return 0
     out = Path(args.out)
