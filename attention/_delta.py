@@ -116,10 +116,15 @@ def moment_sums(f: NystromFactors) -> LandmarkSums:
     fused GEMM (``baddbmm``), and the weights are their exponentials less each row's max (in place, no
     normalising pass): one more n x m x d product, no n x n. Needs ``f.f_logits``.
     """
-    k_land = segment_means(f.k, f.seg)
+    k_land = f.k_land if f.k_land is not None else segment_means(f.k, f.seg)
     var = (segment_means(f.k * f.k, f.seg) - k_land * k_land).clamp_min(0)
     logits, q = f.f_logits, f.q_scaled
-    if f.padded:  # Q is not zeroed at the padding (nystrom_factors): keep inf there out of the products
+    if f.padded and torch.is_grad_enabled():
+        # Q is not zeroed at the padding (nystrom_factors), so a padded row's logits may be inf or NaN.
+        # Forward keeps them in their own row (every step here and in landmark_log_normaliser is row by
+        # row, and padded rows are masked out at the end), but in backward 0 * inf would carry NaN
+        # through the GEMMs into every landmark key: where gradients flow, those rows are zeroed first.
+        # (With the default detach_delta nothing flows, and these two passes are saved.)
         real = f.mask[:, None, :, None]
         q, logits = torch.where(real, q, q.new_zeros(())), torch.where(real, logits, logits.new_zeros(()))
     b, h, n, m = logits.shape

@@ -96,6 +96,7 @@ class NystromFactors:
     b: torch.Tensor  # (b, h, m, n), zero columns at padded keys (rows at empty landmarks: module doc)
     padded: bool  # whether any position may be masked (known without a device sync)
     scale: float = 1.0  # the logits are scale * q . k (d^-1/2)
+    k_land: torch.Tensor | None = None  # (b, h, m, d) segment means of k, not scaled (K~ of the logits)
 
     @property
     def counts(self) -> torch.Tensor:
@@ -191,7 +192,7 @@ def nystrom_factors(
         # Empty landmarks get zero rows in A (m x m, cheap), so that A is block diagonal (module doc).
         a = a * (valid[:, None, :, None] & valid[:, None, None, :]).to(a.dtype)
     kept = f_logits if keep_logits else None
-    return NystromFactors(q, k, v, mask, seg, valid, kept, f, a, b_, padded, scale)
+    return NystromFactors(q, k, v, mask, seg, valid, kept, f, a, b_, padded, scale, k_land)
 
 
 def landmark_system(a: torch.Tensor, valid: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:

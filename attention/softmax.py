@@ -24,8 +24,10 @@ class SoftmaxAttention(AttentionBase):
         attn_mask = None
         if key_padding_mask is not None:
             attn_mask = key_padding_mask[:, None, None, :]  # broadcast over heads and queries
-            # A masked key's weight is 0, but 0 * inf is NaN: padded values must be finite.
-            v = torch.where(attn_mask.transpose(-1, -2), v, v.new_zeros(()))
+            # A masked key's weight is 0, but 0 * inf is NaN, and a NaN key makes its logit NaN
+            # whatever the mask adds: padded keys and values must be finite.
+            keep, zero = attn_mask.transpose(-1, -2), v.new_zeros(())
+            k, v = torch.where(keep, k, zero), torch.where(keep, v, zero)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )

@@ -17,11 +17,15 @@ def seeded_call(module, *args, seed=0):
 
 
 def assert_padding_never_reaches_real_outputs(module, q, k, v, mask):
-    """Padded q, k, v replaced by huge values and some inf change no real output (float64 inputs)."""
+    """Padded q, k, v replaced by huge values and some inf and NaN change no real output (float64
+    inputs)."""
     out = seeded_call(module, q, k, v, mask)
     pad = ~mask[:, None, :, None]
     q2, k2, v2 = (torch.where(pad, torch.randn_like(t) * 1e3, t) for t in (q, k, v))
     v2 = torch.where(pad & (torch.rand_like(v) < 0.3), torch.full_like(v, float("inf")), v2)
+    k2 = torch.where(pad & (torch.rand_like(k) < 0.2), torch.full_like(k, float("nan")), k2)
+    q2 = torch.where(pad & (torch.rand_like(q) < 0.2), torch.full_like(q, float("-inf")), q2)
+    q2 = torch.where(pad & (torch.rand_like(q) < 0.1), torch.full_like(q, float("nan")), q2)
     out2 = seeded_call(module, q2, k2, v2, mask)
     real = mask[:, None, :, None].expand_as(out)
     assert torch.isfinite(out2[real]).all()
