@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
-from attention._landmarks import NystromFactors, masked_value, segment_means
+from attention._landmarks import NystromFactors, Segments, masked_value, segment_means
 
 NORMALISERS = ("free", "moments", "sampled")
 
@@ -83,7 +84,18 @@ class LandmarkSums:
 
     weights: torch.Tensor  # (b, h, n, m)
     log_offset: torch.Tensor  # (b, h, n)
-    weighted: torch.Tensor  # (b, h, n)
+    seg: Segments
+    rows_sum_to_one: bool = False  # the weights are a softmax over landmarks (free normaliser)
+
+    @cached_property
+    def weighted(self) -> torch.Tensor:
+        """``sum_j count_j weights_ij``, (b, h, n). Only needed without a window (a window's far sum
+        weighs each landmark by its own count, :func:`far_counts`)."""
+        w, seg = self.weights, self.seg
+        if seg.index is None:  # equal segments of n / m keys
+            per = float(seg.n // seg.m)
+            return w.new_full(w.shape[:-1], per) if self.rows_sum_to_one else w.sum(dim=-1) * per
+        return (w @ seg.counts.to(w.dtype)[:, None, :, None]).squeeze(-1)
 
 
 def free_sums(f: NystromFactors) -> LandmarkSums:
@@ -97,11 +109,7 @@ def free_sums(f: NystromFactors) -> LandmarkSums:
     gradient: F's rows are normalised, so unlike :func:`moment_sums`'s offset it does not cancel."""
     tiny = torch.finfo(f.f.dtype).tiny
     log_offset = f.f_logits.amax(dim=-1) - f.f.amax(dim=-1).clamp_min(tiny).log()
-    if f.seg.index is None:  # equal segments: F's rows sum to 1, so the count-weighted sum is the count
-        weighted = f.f.new_full(f.f.shape[:-1], float(f.seg.n // f.seg.m))
-    else:
-        weighted = (f.f @ f.counts.to(f.f.dtype)[:, None, :, None]).squeeze(-1)  # (b, h, n)
-    return LandmarkSums(f.f, log_offset, weighted)
+    return LandmarkSums(f.f, log_offset, f.seg, rows_sum_to_one=True)
 
 
 def moment_sums(f: NystromFactors) -> LandmarkSums:
@@ -138,11 +146,30 @@ def moment_sums(f: NystromFactors) -> LandmarkSums:
     # no gradient (and a detached max leaves ``raised`` free to be overwritten).
     log_offset = raised.detach().amax(dim=-1)
     weights = raised.sub_(log_offset[..., None]).exp_()
-    if f.seg.index is None:
-        weighted = weights.sum(dim=-1) * float(f.seg.n // f.seg.m)
-    else:
-        weighted = (weights @ f.counts.to(weights.dtype)[:, None, :, None]).squeeze(-1)
-    return LandmarkSums(weights, log_offset, weighted)
+    return LandmarkSums(weights, log_offset, f.seg)
+
+
+def far_counts(f: NystromFactors, window: int) -> torch.Tensor:
+    """(b, n, m): how many of segment j's real keys lie outside row i's window ``[i - w, i + w]``, the
+    same for every head, as integers in f's dtype.
+
+    In closed form, no scatter: segment j holds the real tokens of ranks ``[ceil(j L / m), ceil((j + 1)
+    L / m))`` (:func:`attention._landmarks.segment_sequences`), and the window's real keys are the
+    ranks ``[R(i - w), R(i + w + 1))`` with ``R(p)`` the number of real tokens before position p; the
+    window's part of segment j is the overlap of the two ranges."""
+    mask = f.mask
+    b, n = mask.shape
+    m, dtype, device = f.seg.m, f.f.dtype, mask.device
+    before = torch.nn.functional.pad(mask.cumsum(dim=-1), (1, 0))  # (b, n + 1), int64
+    pos = torch.arange(n, device=device)
+    lo = before[:, (pos - window).clamp(0, n)][..., None].to(dtype)  # (b, n, 1)
+    hi = before[:, (pos + window + 1).clamp(0, n)][..., None].to(dtype)
+    # ceil(j L / m) in integers: in floating point it could round across an integer for long sequences.
+    bounds = (torch.arange(m + 1, device=device) * before[:, -1:] + m - 1).div(m, rounding_mode="floor")
+    bounds = bounds.to(dtype)  # (b, m + 1)
+    start, end = bounds[:, None, :-1], bounds[:, None, 1:]  # (b, 1, m)
+    overlap = (torch.minimum(hi, end) - torch.maximum(lo, start)).clamp_min_(0)
+    return overlap.neg_().add_(end - start)
 
 
 def landmark_log_normaliser(
@@ -152,27 +179,19 @@ def landmark_log_normaliser(
     (:func:`free_sums`, :func:`moment_sums`).
 
     With ``window > 0`` (``near`` from :func:`window_logits`) the ``2 w + 1`` keys around ``i`` enter
-    exactly and the landmark sum stands only for the others: each window key's landmark term
-    ``exp(l_i,seg(j))`` is taken out of it. Neighbours that a segment mean blurs (a local band of
-    attention) then no longer make the diagonal look larger than it is.
+    exactly and the landmark sum stands only for the others: each landmark is weighed by the count of
+    its segment's keys outside the window (:func:`far_counts`). Neighbours that a segment mean blurs (a
+    local band of attention) then no longer make the diagonal look larger than it is. Summing the far
+    part directly (not the whole less the window's part) leaves no rounding residue: it is exactly 0
+    when the window covers every key.
     """
     if near is None:
         return torch.logaddexp(s_diag, sums.log_offset + sums.weighted.clamp_min(1.0).log())
     logits, real = near
-    b, h, n, width = logits.shape
-    pos = torch.arange(n, device=logits.device)[:, None] + torch.arange(width, device=logits.device) - window
-    pos = pos.clamp(0, n - 1)
-    if f.seg.index is None:
-        seg_of = (pos // (f.seg.n // f.seg.m)).expand(b, n, width)
-    else:
-        seg_of = f.seg.index.gather(1, pos.flatten()[None].expand(b, -1)).view(b, n, width)
-    seg_of = seg_of.clamp_max(f.seg.m - 1)  # padded positions (index m) are masked out below anyway
-    in_window = sums.weights.gather(-1, seg_of[:, None].expand(b, h, n, width).reshape(b, h, n, width))
-    in_window = (in_window * real[:, None].to(in_window.dtype)).sum(dim=-1)
-    far = sums.weighted - in_window
+    far = (sums.weights * far_counts(f, window)[:, None]).sum(dim=-1)
     # Rows whose window covers every key have no far part: drop the term (its log would be -inf, and
-    # its gradient NaN) rather than take the log of a rounding residue.
-    some = far > 1e-6 * sums.weighted.clamp_min(1.0)
+    # its gradient NaN).
+    some = far > 0
     far_term = torch.where(some, sums.log_offset + torch.where(some, far, 1.0).log(), float("-inf"))
     # Masked with a finite value: a padded row may have no real key in its window, and an all -inf
     # logsumexp would put NaN in the gradients.
