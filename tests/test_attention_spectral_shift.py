@@ -395,3 +395,31 @@ def test_log_normaliser_gradients_are_those_of_its_formula(normaliser, padded):
     (log_z * weights * real).sum().backward()
     torch.testing.assert_close(got[0], q.grad)
     torch.testing.assert_close(got[1], k.grad)
+
+
+@pytest.mark.parametrize("n, m, window", [(40, 6, 3), (64, 8, 0), (57, 16, 9), (30, 4, 40)])
+def test_far_counts_count_each_segments_keys_outside_the_window(n, m, window):
+    """The closed form against a count key by key: masks with a tail of padding, holes, padding in
+    front, no real token, and none at all (equal segments)."""
+    from attention._delta import far_counts
+
+    g = torch.Generator().manual_seed(n + window)
+    masks = torch.rand(5, n, generator=g) > 0.3
+    masks[0] = True
+    masks[1, n // 2 :] = False
+    masks[2, : n // 3] = False
+    masks[3] = False
+    for mask in (masks, None):
+        b = 5 if mask is not None else 2
+        q, k, v = (torch.randn(b, 2, n, 4, generator=g, dtype=torch.float64) for _ in range(3))
+        f = nystrom_factors(q, k, v, mask, m)
+        got = far_counts(f, window)
+        real = f.mask
+        seg_of = f.seg.index if f.seg.index is not None else (torch.arange(n) // (n // m)).expand(b, n)
+        want = torch.zeros(b, n, m, dtype=torch.float64)
+        for item in range(b):
+            for i in range(n):
+                for j in range(n):
+                    if real[item, j] and abs(i - j) > window:
+                        want[item, i, seg_of[item, j]] += 1
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
