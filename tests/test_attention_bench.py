@@ -72,7 +72,10 @@ def test_step_times_variants_with_their_own_overrides(tmp_path):
     assert set(rows) == {"nystrom", "nystrom:conv_kernel=0,model.dropout=0"}
     # Without the conv skip the step has fewer matrix products: the override reached the model.
     assert rows["nystrom:conv_kernel=0,model.dropout=0"]["flops"] < rows["nystrom"]["flops"]
-    assert len(rows["nystrom:conv_kernel=0,model.dropout=0"]["time_samples_s"]) == 2
+    variant = rows["nystrom:conv_kernel=0,model.dropout=0"]
+    assert len(variant["time_samples_s"]) == 2 and rows["nystrom"]["difference_s"] == 0.0
+    paired = [a - b for a, b in zip(variant["time_samples_s"], rows["nystrom"]["time_samples_s"])]
+    assert variant["difference_s"] == pytest.approx(sum(paired) / 2)  # the median of two pairs
 
 
 def test_step_variant_errors_name_the_knob():

@@ -300,19 +300,20 @@ def parallel_check(task: str, attention: str, args) -> dict:
 
 def format_table(rows: list[dict], baseline: str) -> str:
     lines = [
-        f"| task | attention | batch x n | step (s, median) | vs {baseline} | GFLOP/step | GFLOP/s | "
-        "of GEMM rate | peak memory (MiB) |",
-        "|" + " --- |" * 9,
+        f"| task | attention | batch x n | step (s, median) | vs {baseline} | − {baseline} (ms) | GFLOP/step | "
+        "GFLOP/s | of GEMM rate | peak memory (MiB) |",
+        "|" + " --- |" * 10,
     ]
     for r in rows:
         ratio = "–" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        diff = "–" if r.get("difference_s") is None else f"{1e3 * r['difference_s']:+.0f}"
         gflop = "–" if r.get("flops") is None else f"{r['flops'] / 1e9:.1f}"
         rate = "–" if r.get("gflops_per_s") is None else f"{r['gflops_per_s']:.1f}"
         share = "–" if r.get("gemm_share") is None else f"{100 * r['gemm_share']:.0f}%"
         mem = "–" if not r.get("peak_bytes") else f"{r['peak_bytes'] / 2**20:.0f}"
         lines.append(
             f"| {r['task']} | {r['attention']} | {r['batch']} x {r['n']} | {r['time_s']:.3f} | {ratio} | "
-            f"{gflop} | {rate} | {share} | {mem} |"
+            f"{diff} | {gflop} | {rate} | {share} | {mem} |"
         )
     return "\n".join(lines)
 
@@ -396,8 +397,10 @@ def measure_row(task: str, attention: str, samples: dict[str, list[float]], gemm
         "ratio": None,
     }
     if args.baseline in samples:
-        pairs = zip(samples[attention], samples[args.baseline], strict=True)
+        pairs = list(zip(samples[attention], samples[args.baseline], strict=True))
         row["ratio"] = statistics.median(a / b for a, b in pairs)
+        # What a variant adds or saves per step (an ablation's cost), from the same interleaved pairs.
+        row["difference_s"] = statistics.median(a - b for a, b in pairs)
     if not args.no_flops:
         row["flops"] = count_flops(Stepper(cfg, args.device))
         if row["flops"]:
