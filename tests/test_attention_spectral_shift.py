@@ -423,3 +423,54 @@ def test_far_counts_count_each_segments_keys_outside_the_window(n, m, window):
                     if real[item, j] and abs(i - j) > window:
                         want[item, i, seg_of[item, j]] += 1
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("normaliser", ["free", "moments"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_windowed_log_normaliser_is_its_formula_in_value_and_gradient(normaliser, padded):
+    """With a window, ``log Z_i = logaddexp(logsumexp_{|j - i| <= w, j real} s_ij, log sum_l c_il
+    exp(l_il))``, ``c_il`` the real keys of segment l outside row i's window, written out key by key:
+    the values with and without autograd (which skips the padding passes), and the gradients."""
+    from attention._delta import softmax_rows
+    from attention._landmarks import segment_means
+
+    w, n = 3, 48
+    q, k, v = qkv(n=n, requires_grad=True)
+    mask = lengths_mask(n, [n, 37]) if padded else None
+    f = nystrom_factors(q, k, v, mask, 6, keep_logits=True)
+    real = f.mask[:, None, :].double()
+    weights = torch.randn(f.q.shape[:3], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    log_z = softmax_rows(f, normaliser, 0, w).log_z
+    (log_z * weights * real).sum().backward()
+    got = q.grad.clone(), k.grad.clone()
+    with torch.no_grad():
+        plain = softmax_rows(nystrom_factors(q, k, v, mask, 6, keep_logits=True), normaliser, 0, w).log_z
+    torch.testing.assert_close((plain * real), (log_z * real).detach())
+
+    q.grad, k.grad = None, None
+    keep = f.mask[:, None, :, None]
+    qs, kz = q * f.scale, torch.where(keep, k, 0.0)
+    k_land = segment_means(kz, f.seg)
+    logits = qs @ k_land.transpose(-1, -2)
+    if normaliser == "moments":
+        var = segment_means(kz * kz, f.seg) - k_land * k_land
+        logits = logits + 0.5 * (qs * qs) @ var.clamp_min(0).transpose(-1, -2)
+    b, m = f.mask.shape[0], f.seg.m
+    seg_of = f.seg.index if f.seg.index is not None else (torch.arange(n) // (n // m)).expand(b, n)
+    near = torch.zeros(b, n, n, dtype=torch.bool)
+    far = torch.zeros(b, n, m, dtype=torch.float64)
+    for item in range(b):
+        for i in range(n):
+            for j in range(n):
+                if f.mask[item, j]:
+                    if abs(i - j) <= w:
+                        near[item, i, j] = True
+                    else:
+                        far[item, i, seg_of[item, j]] += 1
+    exact = torch.where(near[:, None], qs @ kz.transpose(-1, -2), float("-inf")).logsumexp(dim=-1)
+    log_far = (logits + far.log()[:, None]).logsumexp(dim=-1)
+    want = torch.logaddexp(exact, log_far)
+    torch.testing.assert_close(log_z * real, want * real)
+    (want * weights * real).sum().backward()
+    torch.testing.assert_close(got[0], q.grad)
+    torch.testing.assert_close(got[1], k.grad)
