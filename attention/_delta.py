@@ -130,9 +130,10 @@ def moment_sums(f: NystromFactors) -> LandmarkSums:
     if f.padded and torch.is_grad_enabled():
         # Q is not zeroed at the padding (nystrom_factors), so a padded row's logits may be inf or NaN.
         # Forward keeps them in their own row (every step here and in landmark_log_normaliser is row by
-        # row, and padded rows are masked out at the end), but in backward 0 * inf would carry NaN
-        # through the GEMMs into every landmark key: where gradients flow, those rows are zeroed first.
-        # (With the default detach_delta nothing flows, and these two passes are saved.)
+        # row, and padded rows are masked out at the end). In backward 0 * inf would carry NaN through
+        # this GEMM into every landmark key, so where gradients flow those rows are zeroed first: the
+        # shift adds no non-finite gradient of its own (F itself reads padded queries, see
+        # nystrom_factors). With the default detach_delta nothing flows, and the two passes are saved.
         real = f.mask[:, None, :, None]
         q, logits = torch.where(real, q, q.new_zeros(())), torch.where(real, logits, logits.new_zeros(()))
     b, h, n, m = logits.shape
@@ -160,16 +161,19 @@ def far_counts(f: NystromFactors, window: int) -> torch.Tensor:
     mask = f.mask
     b, n = mask.shape
     m, dtype, device = f.seg.m, f.f.dtype, mask.device
+    # The counts are integers below n: exact in fp32 and fp64 (what _compute_dtype gives the factors);
+    # a half-precision dtype would round them, so it counts in fp32.
+    work = dtype if torch.finfo(dtype).bits >= 32 else torch.float32
     before = torch.nn.functional.pad(mask.cumsum(dim=-1), (1, 0))  # (b, n + 1), int64
     pos = torch.arange(n, device=device)
-    lo = before[:, (pos - window).clamp(0, n)][..., None].to(dtype)  # (b, n, 1)
-    hi = before[:, (pos + window + 1).clamp(0, n)][..., None].to(dtype)
+    lo = before[:, (pos - window).clamp(0, n)][..., None].to(work)  # (b, n, 1)
+    hi = before[:, (pos + window + 1).clamp(0, n)][..., None].to(work)
     # ceil(j L / m) in integers: in floating point it could round across an integer for long sequences.
     bounds = (torch.arange(m + 1, device=device) * before[:, -1:] + m - 1).div(m, rounding_mode="floor")
-    bounds = bounds.to(dtype)  # (b, m + 1)
+    bounds = bounds.to(work)  # (b, m + 1)
     start, end = bounds[:, None, :-1], bounds[:, None, 1:]  # (b, 1, m)
     overlap = (torch.minimum(hi, end) - torch.maximum(lo, start)).clamp_min_(0)
-    return overlap.neg_().add_(end - start)
+    return overlap.neg_().add_(end - start).to(dtype)
 
 
 def landmark_log_normaliser(
