@@ -74,7 +74,9 @@ def test_step_times_variants_with_their_own_overrides(tmp_path):
     assert rows["nystrom:conv_kernel=0,model.dropout=0"]["flops"] < rows["nystrom"]["flops"]
     variant = rows["nystrom:conv_kernel=0,model.dropout=0"]
     assert len(variant["time_samples_s"]) == 2 and rows["nystrom"]["difference_s"] == 0.0
-    paired = [a - b for a, b in zip(variant["time_samples_s"], rows["nystrom"]["time_samples_s"])]
+    paired = [
+        a - b for a, b in zip(variant["time_samples_s"], rows["nystrom"]["time_samples_s"], strict=True)
+    ]
     assert variant["difference_s"] == pytest.approx(sum(paired) / 2)  # the median of two pairs
 
 
