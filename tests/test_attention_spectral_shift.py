@@ -372,7 +372,6 @@ def test_log_normaliser_gradients_are_those_of_its_formula(normaliser, padded):
     logits (``moments``: raised by ``q^2 . var / 2``). (The free normaliser's offset, read off F's row
     maxima, was once detached, which left its gradient 30-90% off.)"""
     from attention._delta import softmax_rows
-    from attention._landmarks import segment_means
 
     q, k, v = qkv(n=48, requires_grad=True)
     mask = lengths_mask(48, [48, 37]) if padded else None
@@ -383,13 +382,7 @@ def test_log_normaliser_gradients_are_those_of_its_formula(normaliser, padded):
     got = q.grad.clone(), k.grad.clone()
 
     q.grad, k.grad = None, None
-    keep = f.mask[:, None, :, None]
-    qs, kz = q * f.scale, torch.where(keep, k, 0.0)
-    k_land = segment_means(kz, f.seg)
-    logits = qs @ k_land.transpose(-1, -2)
-    if normaliser == "moments":
-        var = segment_means(kz * kz, f.seg) - k_land * k_land
-        logits = logits + 0.5 * (qs * qs) @ var.clamp_min(0).transpose(-1, -2)
+    qs, kz, logits = formula_landmark_logits(f, q, k, normaliser)
     log_sum = (logits + f.counts.double().log()[:, None, None, :]).logsumexp(dim=-1)
     log_z = torch.logaddexp((qs * kz).sum(-1), log_sum)
     (log_z * weights * real).sum().backward()
@@ -413,16 +406,7 @@ def test_far_counts_count_each_segments_keys_outside_the_window(n, m, window):
         b = 5 if mask is not None else 2
         q, k, v = (torch.randn(b, 2, n, 4, generator=g, dtype=torch.float64) for _ in range(3))
         f = nystrom_factors(q, k, v, mask, m)
-        got = far_counts(f, window)
-        real = f.mask
-        seg_of = f.seg.index if f.seg.index is not None else (torch.arange(n) // (n // m)).expand(b, n)
-        want = torch.zeros(b, n, m, dtype=torch.float64)
-        for item in range(b):
-            for i in range(n):
-                for j in range(n):
-                    if real[item, j] and abs(i - j) > window:
-                        want[item, i, seg_of[item, j]] += 1
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        torch.testing.assert_close(far_counts(f, window), window_split(f, window)[1], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("normaliser", ["free", "moments"])
@@ -432,7 +416,6 @@ def test_windowed_log_normaliser_is_its_formula_in_value_and_gradient(normaliser
     exp(l_il))``, ``c_il`` the real keys of segment l outside row i's window, written out key by key:
     the values with and without autograd (which skips the padding passes), and the gradients."""
     from attention._delta import softmax_rows
-    from attention._landmarks import segment_means
 
     w, n = 3, 48
     q, k, v = qkv(n=n, requires_grad=True)
@@ -448,25 +431,8 @@ def test_windowed_log_normaliser_is_its_formula_in_value_and_gradient(normaliser
     torch.testing.assert_close((plain * real), (log_z * real).detach())
 
     q.grad, k.grad = None, None
-    keep = f.mask[:, None, :, None]
-    qs, kz = q * f.scale, torch.where(keep, k, 0.0)
-    k_land = segment_means(kz, f.seg)
-    logits = qs @ k_land.transpose(-1, -2)
-    if normaliser == "moments":
-        var = segment_means(kz * kz, f.seg) - k_land * k_land
-        logits = logits + 0.5 * (qs * qs) @ var.clamp_min(0).transpose(-1, -2)
-    b, m = f.mask.shape[0], f.seg.m
-    seg_of = f.seg.index if f.seg.index is not None else (torch.arange(n) // (n // m)).expand(b, n)
-    near = torch.zeros(b, n, n, dtype=torch.bool)
-    far = torch.zeros(b, n, m, dtype=torch.float64)
-    for item in range(b):
-        for i in range(n):
-            for j in range(n):
-                if f.mask[item, j]:
-                    if abs(i - j) <= w:
-                        near[item, i, j] = True
-                    else:
-                        far[item, i, seg_of[item, j]] += 1
+    qs, kz, logits = formula_landmark_logits(f, q, k, normaliser)
+    near, far = window_split(f, w)
     exact = torch.where(near[:, None], qs @ kz.transpose(-1, -2), float("-inf")).logsumexp(dim=-1)
     log_far = (logits + far.log()[:, None]).logsumexp(dim=-1)
     want = torch.logaddexp(exact, log_far)
@@ -474,3 +440,36 @@ def test_windowed_log_normaliser_is_its_formula_in_value_and_gradient(normaliser
     (want * weights * real).sum().backward()
     torch.testing.assert_close(got[0], q.grad)
     torch.testing.assert_close(got[1], k.grad)
+
+
+def formula_landmark_logits(f, q, k, normaliser):
+    """The landmark logits of a normaliser written out (``moments``: raised by ``q^2 . var / 2``) from
+    the raw q and k: the scaled queries, the keys zeroed at padding, and the logits."""
+    from attention._landmarks import segment_means
+
+    qs, kz = q * f.scale, torch.where(f.mask[:, None, :, None], k, 0.0)
+    k_land = segment_means(kz, f.seg)
+    logits = qs @ k_land.transpose(-1, -2)
+    if normaliser == "moments":
+        var = segment_means(kz * kz, f.seg) - k_land * k_land
+        logits = logits + 0.5 * (qs * qs) @ var.clamp_min(0).transpose(-1, -2)
+    return qs, kz, logits
+
+
+def window_split(f, window):
+    """Key by key: (b, n, n) whether real key j is in row i's window, and (b, n, m) how many real keys
+    of each segment lie outside it."""
+    b, n = f.mask.shape
+    m = f.seg.m
+    seg_of = f.seg.index if f.seg.index is not None else (torch.arange(n) // (n // m)).expand(b, n)
+    near = torch.zeros(b, n, n, dtype=torch.bool)
+    far = torch.zeros(b, n, m, dtype=torch.float64)
+    for item in range(b):
+        for i in range(n):
+            for j in range(n):
+                if f.mask[item, j]:
+                    if abs(i - j) <= window:
+                        near[item, i, j] = True
+                    else:
+                        far[item, i, seg_of[item, j]] += 1
+    return near, far
