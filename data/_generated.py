@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from data.base import LRADataModule
-from data.cache import generation_lock, read_spec
+from data.cache import check_folder, check_replaceable, generation_lock, read_spec
 from lra.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ class ReleaseOrGenerated(LRADataModule):
         if source not in SOURCES:
             raise ConfigError(f"data.source={source!r} must be one of {'|'.join(SOURCES)}")
         self.generated_path = Path(generated_path)
+        if source != "release":
+            check_folder(self.generated_path, "data.generated_path")
         self.source = source
         self.workers = workers
         self.spec = spec
@@ -75,6 +77,10 @@ class ReleaseOrGenerated(LRADataModule):
         if self.uses_release():
             return self.path
         if read_spec(self.generated_path, self.spec_type) != self.spec:
+            # Generation replaces the whole folder: refused, before any work, where that would delete
+            # anything but an earlier generation (the generator checks again, naming no config key).
+            ours = getattr(self.spec_type, "OUTPUTS", "(?!)")  # a generator that names nothing owns nothing
+            check_replaceable(self.generated_path, ours, key="data.generated_path")
             log.info("generating %s into %s", self.title, self.generated_path)
             self.generate(self.generated_path)
         return self.generated_path

@@ -30,7 +30,7 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from data.cache import AtomicDirectory, atomic_write_text, fingerprint, preparation_lock
+from data.cache import AtomicDirectory, atomic_write_text, check_folder, fingerprint, preparation_lock
 from data.collate import pad_collate
 from data.resumable import EpochSampler, ResumableLoader
 from data.sampling import BATCHINGS, BucketBatchSampler, length_sorted_batches
@@ -79,6 +79,8 @@ class LRADataModule(LightningDataModule):
             raise ConfigError(f"data.batching={batching!r} must be one of {'|'.join(BATCHINGS)}")
         self.path = Path(path)  # where the task's data is read from (data.path)
         self.cache_dir = Path(cache_dir)  # where its caches are built (cache_dir)
+        check_folder(self.path, "data.path")
+        check_folder(self.cache_dir, "cache_dir")
         self.strict = strict  # false: malformed rows are skipped and counted, not an error
         self.batching = batching
         self.pad_to_multiple = pad_to_multiple
@@ -143,6 +145,13 @@ class LRADataModule(LightningDataModule):
                     with AtomicDirectory(cache) as tmp:
                         report = self.build(source, tmp)
                         atomic_write_text(tmp / COMPLETE_MARKER, json.dumps(report, indent=1) + "\n")
+        except (NotADirectoryError, FileExistsError) as exc:
+            # A folder to create or open is a file (one made after the settings were checked).
+            raise ConfigError(
+                f"cannot create or open the folder {exc.filename}: {exc.strerror}. Data preparation writes "
+                f"caches to cache_dir={self.cache_dir}; point cache_dir, data.path and "
+                f"data.generated_path at folders"
+            ) from exc
         except PermissionError as exc:
             generated = getattr(self, "generated_path", None)
             also = f" (and generated data to data.generated_path={generated})" if generated else ""

@@ -24,7 +24,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import Dataset
 
-from lra.errors import DataFormatError
+from lra.errors import ConfigError, DataFormatError
 
 CACHE_FORMAT_VERSION = 1
 
@@ -107,10 +107,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class AtomicDirectory:
-    """Build a directory under a temporary sibling name; rename into place only on success."""
+    """Build a directory under a temporary sibling name; put it in place only on success.
 
-    def __init__(self, final: Path):
-        self.final = Path(final)
+    ``ours``: the pattern of what the writer puts in the folder (see :func:`check_replaceable`). With
+    it, an existing folder at the final name is replaced only when it holds nothing else, so a
+    generator pointed at a user's folder refuses instead of deleting what is there."""
+
+    def __init__(self, final: Path, ours: str | None = None):
+        final = Path(final)
+        # A linked folder (data kept on another disk) is replaced where the link points, not by a
+        # folder beside the link.
+        self.final = final.resolve() if final.is_symlink() else final
+        self.ours = ours
         self.tmp = self.final.parent / f".{self.final.name}.partial-{os.getpid()}"
 
     def __enter__(self) -> Path:
@@ -123,13 +131,105 @@ class AtomicDirectory:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        os.replace(self.tmp, self.final)
+        try:
+            if self.ours is not None:
+                # Again at the end: a user may have put a file there while the data was written.
+                check_replaceable(self.final, self.ours)
+            swap_into_place(self.tmp, self.final)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
 
 
-# Temporary names written by this module: ".<name>.partial-<pid>" folders and ".<name>.<pid>.<random>.tmp" files.
-_LEFTOVER = re.compile(r"^\..+\.partial-(\d+)$|^\..+\.(\d+)\.[^.]+\.tmp$")
+def swap_into_place(new: Path, final: Path) -> None:
+    """Put the complete folder ``new`` at ``final``, replacing the folder there.
+
+    A folder cannot be renamed over a non-empty one, so the old folder is first renamed aside
+    (``.<name>.replaced-<pid>``), ``new`` renamed into place, and only then the old one deleted. A
+    process killed between the two renames leaves the old data complete under the aside name, and
+    :func:`clean_leftovers` (run under the lock by the next preparation) renames it back; killed after
+    them, the new data is in place and the aside folder is removed."""
+    if not final.exists() and not final.is_symlink():
+        os.replace(new, final)
+        return
+    aside = final.parent / f".{final.name}.replaced-{os.getpid()}"
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(final, aside)
+    try:
+        os.replace(new, final)
+    except BaseException:
+        os.replace(aside, final)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def foreign_entries(folder: Path, ours: str) -> list[str]:
+    """What in ``folder`` a generator did not write, as paths relative to it: all of its entries when
+    it holds no settings file of an earlier generation (``generation.json``, a JSON object), else those
+    the pattern ``ours`` does not match. Links and special files are never a generator's."""
+    folder = Path(folder)
+    if not _holds_spec(folder):
+        return sorted(os.listdir(folder))
+    pattern = re.compile(ours)
+    found = []
+    for root, dirs, files in os.walk(folder):
+        for name in sorted(dirs) + sorted(files):
+            path = Path(root) / name
+            rel = path.relative_to(folder).as_posix()
+            plain = path.is_dir() if name in dirs else path.is_file()
+            if path.is_symlink() or not plain or (rel != SPEC_FILE and not pattern.fullmatch(rel)):
+                found.append(rel)
+        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+    return found
+
+
+def _holds_spec(folder: Path) -> bool:
+    try:
+        return isinstance(json.loads((folder / SPEC_FILE).read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def check_replaceable(folder: Path, ours: str, key: str | None = None) -> None:
+    """Refuse, in one line naming the folder (as ``key=folder`` where a config key sets it), to
+    generate into a folder whose replacement would delete what the generator did not write there. A
+    missing or empty folder, or one an earlier generation wrote (its settings file and its own files
+    only), passes."""
+    folder = Path(folder)
+    check_folder(folder, key)
+    folder = folder.resolve() if folder.is_symlink() else folder
+    if not folder.exists():
+        return
+    foreign = foreign_entries(folder, ours)
+    if foreign:
+        where = f"{key}={folder}" if key else str(folder)
+        fix = f"set {key} to an empty or new folder" if key else "choose an empty or new folder"
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(
+            f"{where} is not empty and holds what generation did not write ({shown}); generating "
+            f"replaces the whole folder and would delete it: {fix}, or move those out"
+        )
+
+
+def check_folder(path: Path, key: str | None = None) -> None:
+    """Refuse, in one line naming ``key`` and the path, a folder setting that is a file or lies below
+    one (creating or opening it would fail deep inside data preparation, with a traceback)."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = f"{key}={path}" if key else str(path)
+                what = "is a file" if part == path else f"lies inside {part}, which is a file"
+                fix = f"point {key} at a folder" if key else "choose a folder"
+                raise ConfigError(f"{where} {what}, not a folder; {fix}")
+            return
+
+
+# Temporary names written by this module: ".<name>.partial-<pid>" folders, ".<name>.<pid>.<random>.tmp"
+# files, and ".<name>.replaced-<pid>" folders (the old folder set aside by swap_into_place).
+_LEFTOVER = re.compile(
+    r"^\.(?P<name>.+)\.(?P<kind>partial|replaced)-(?P<pid>\d+)$|^\..+\.(?P<file_pid>\d+)\.[^.]+\.tmp$"
+)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -153,9 +253,12 @@ def clean_leftovers(directory: Path, depth: int = 0) -> list[Path]:
     for entry in entries:
         match = _LEFTOVER.match(entry.name)
         if match:
-            if not _pid_alive(int(match.group(1) or match.group(2))):
+            if not _pid_alive(int(match["pid"] or match["file_pid"])):
                 path = Path(entry.path)
-                if entry.is_dir(follow_symlinks=False):
+                final = Path(directory) / (match["name"] or "")
+                if match["kind"] == "replaced" and not final.exists() and not final.is_symlink():
+                    os.replace(path, final)  # killed between swap_into_place's renames: the old data back
+                elif entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
@@ -184,9 +287,12 @@ SPEC_FILE = "generation.json"  # a generated folder's settings
 def read_spec(out_dir: Path, spec_type: type):
     """The settings a generated folder was made with (``generation.json``), or None."""
     meta = Path(out_dir) / SPEC_FILE
-    if not meta.exists():
+    try:
+        return spec_type(**json.loads(meta.read_text()))
+    except (OSError, ValueError, TypeError):
+        # None: no settings file, or another generator's (or a damaged) one; either way the folder
+        # does not hold this generation, and regenerating it is refused if it holds anything else.
         return None
-    return spec_type(**json.loads(meta.read_text()))
 
 
 def write_spec(out_dir: Path, spec) -> None:

@@ -132,6 +132,8 @@ class ListOpsDataModule(ReleaseOrGenerated):
         **base,
     ):
         super().__init__(spec=ListOpsSpec(**(generate or {})), **base)
+        if self.source != "release":
+            self.spec.check(prefix="data.generate.")
         self.closing_brackets = bool(closing_brackets)
         self.max_len = max_len
         self.allow_truncation = allow_truncation

@@ -13,13 +13,16 @@ from __future__ import annotations
 import multiprocessing as mp
 import random
 import statistics
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 from tqdm.auto import tqdm
 
-from data.cache import AtomicDirectory, write_spec
+from data.cache import AtomicDirectory, check_replaceable, write_spec
 from data.cache import read_spec as read_spec_file
+from lra.errors import ConfigError, LRAError
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -39,9 +42,43 @@ class ListOpsSpec:
     seed: int = 0
     chunk_attempts: int = 2_000
 
+    # What a generation writes into its folder besides generation.json (see data.cache.check_replaceable).
+    OUTPUTS: ClassVar[str] = r"basic_(train|val|test)\.tsv"
+
     @property
     def total(self) -> int:
         return self.num_train + self.num_val + self.num_test
+
+    def check(self, prefix: str = "") -> None:
+        """Refuse settings with which generation cannot finish: it draws trees until it has kept
+        ``total`` of them, so a length window no tree can fall into would loop forever."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{prefix}{f.name}={value!r} must be an integer")
+        least_of = {"num_train": 1, "num_val": 1, "num_test": 1, "max_depth": 1, "max_args": 2}
+        for name, least in {**least_of, "chunk_attempts": 1}.items():
+            if getattr(self, name) < least:
+                raise ConfigError(f"{prefix}{name}={getattr(self, name)} must be at least {least}")
+        longest = largest_tree(self.max_depth, self.max_args)
+        if max(self.min_length + 1, 1) > min(self.max_length - 1, longest):
+            raise ConfigError(
+                f"{prefix}min_length={self.min_length} and {prefix}max_length={self.max_length} leave no "
+                f"length a tree of {prefix}max_depth={self.max_depth} and {prefix}max_args={self.max_args} "
+                f"can have (kept: min_length < tokens < max_length; the largest such tree has {longest} "
+                f"tokens), so generation would never finish; widen the window"
+            )
+
+
+def largest_tree(max_depth: int, max_args: int) -> int:
+    """Tokens of the largest tree :func:`grow` can draw: every node an operator with ``max_args``
+    children down to ``max_depth``, where all are values."""
+    tokens = 1
+    for _ in range(max(max_depth - 1, 0)):
+        tokens = 2 + max_args * tokens
+        if tokens > 10**12:  # past any length a window can ask for
+            break
+    return tokens
 
 
 def apply_operator(op: str, args: list[int]) -> int:
@@ -88,6 +125,7 @@ def generate_examples(
     spec: ListOpsSpec, workers: int | None = None, progress: bool = True
 ) -> list[tuple[str, int]]:
     """Unique (expression, answer) pairs, ``spec.total`` of them, in a seed-determined order."""
+    spec.check()
     workers = workers if workers is not None else mp.cpu_count()
     seen: set[str] = set()
     out: list[tuple[str, int]] = []
@@ -128,7 +166,9 @@ def write_tsv(path: Path, examples: list[tuple[str, int]]) -> None:
 def generate_listops(
     out_dir: Path, spec: ListOpsSpec, workers: int | None = None, progress: bool = True
 ) -> Path:
-    """Write basic_{train,val,test}.tsv and generation.json to ``out_dir`` (atomically)."""
+    """Write basic_{train,val,test}.tsv and generation.json to ``out_dir`` (atomically). A folder
+    already there is replaced only when an earlier generation wrote it (and nothing else is in it)."""
+    check_replaceable(out_dir, ListOpsSpec.OUTPUTS)  # before minutes of generation, not after
     examples = generate_examples(spec, workers=workers, progress=progress)
     if len(examples) < spec.total:  # pragma: no cover - generate_examples loops until full
         raise RuntimeError("ListOps generation ended early")
@@ -137,7 +177,7 @@ def generate_listops(
         "val": (spec.num_train, spec.num_train + spec.num_val),
         "test": (spec.num_train + spec.num_val, spec.total),
     }
-    with AtomicDirectory(Path(out_dir)) as tmp:
+    with AtomicDirectory(Path(out_dir), ours=ListOpsSpec.OUTPUTS) as tmp:
         for split, (a, b) in bounds.items():
             write_tsv(tmp / SPLIT_FILES[split], examples[a:b])
         write_spec(tmp, spec)
@@ -158,7 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=None)
     args = vars(p.parse_args(argv))
     out_dir, workers = args.pop("out_dir"), args.pop("workers")
-    generate_listops(out_dir, ListOpsSpec(**args), workers=workers)
+    try:
+        generate_listops(out_dir, ListOpsSpec(**args), workers=workers)
+    except LRAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"wrote {out_dir}")
 
 

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from data.cache import AtomicDirectory, write_spec
+from data.cache import AtomicDirectory, check_replaceable, write_spec
 from data.cache import read_spec as read_spec_file
+from lra.errors import LRAError
 
 DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9, "curv_contour_length_14": 14}
 
@@ -76,6 +79,9 @@ class PathfinderSpec:
     distractor_paddles: int = 20
     contrast: float = 0.75
     antialias: int = 2
+
+    # What a generation writes into its folder besides generation.json (see data.cache.check_replaceable).
+    OUTPUTS: ClassVar[str] = r"metadata(/\d+\.npy)?|imgs(/\d+(/sample_\d+\.png)?)?"
 
     @property
     def distractor_length(self) -> int:
@@ -273,13 +279,15 @@ def _render_chunk(args: tuple[PathfinderSpec, str, int, int]) -> list[str]:
 def generate_pathfinder(
     out_dir: Path, spec: PathfinderSpec, workers: int | None = None, progress: bool = True, chunk: int = 100
 ) -> Path:
-    """Write ``spec.num_images`` images and their metadata to ``out_dir`` in the release layout."""
+    """Write ``spec.num_images`` images and their metadata to ``out_dir`` in the release layout. A folder
+    already there is replaced only when an earlier generation wrote it (and nothing else is in it)."""
+    check_replaceable(out_dir, PathfinderSpec.OUTPUTS)  # before the images are drawn, not after
     workers = workers if workers is not None else mp.cpu_count()
     jobs = [(spec, "", a, min(a + chunk, spec.num_images)) for a in range(0, spec.num_images, chunk)]
     rows: dict[int, list[str]] = {}
     desc = f"generating Pathfinder-{spec.resolution} (contour {spec.contour_length})"
     with (
-        AtomicDirectory(Path(out_dir)) as tmp,
+        AtomicDirectory(Path(out_dir), ours=PathfinderSpec.OUTPUTS) as tmp,
         tqdm(total=spec.num_images, desc=desc, unit="img", disable=not progress) as bar,
     ):
         jobs = [(s, str(tmp), a, b) for s, _, a, b in jobs]
@@ -320,7 +328,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=None)
     args = p.parse_args(argv)
     spec = spec_for(args.resolution, args.difficulty, num_images=args.num_images, seed=args.seed)
-    generate_pathfinder(args.out_dir, spec, workers=args.workers)
+    try:
+        generate_pathfinder(args.out_dir, spec, workers=args.workers)
+    except LRAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"wrote {args.out_dir}")
 
 
