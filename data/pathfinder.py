@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,10 @@ def _batch_key(path: Path):
 
 def read_metadata(root: Path, strict: bool = True) -> tuple[list[tuple[str, int, str]], int]:
     """All (png path, label, "metadata file:line") entries under ``root``, in batch order; returns
-    (entries, malformed rows skipped)."""
+    (entries, malformed rows skipped). A row whose image lies outside ``root`` (``..``, an absolute
+    path, a symbolic link out of it) is malformed."""
     entries, skipped = [], 0
+    inside = Path(os.path.realpath(root))
     meta_files = sorted((root / "metadata").glob("*.npy"), key=_batch_key)
     for meta in meta_files:
         with open(meta, encoding="utf-8", errors="replace") as f:
@@ -56,6 +59,11 @@ def read_metadata(root: Path, strict: bool = True) -> tuple[list[tuple[str, int,
                     label = int(fields[3])
                     if label not in (0, 1):
                         raise ValueError(f"label {label} is not 0 or 1")
+                    # The rows name files relative to data.path: "..", an absolute path or a link
+                    # out of it would read an image from anywhere on the machine.
+                    target = Path(os.path.realpath(root / fields[0] / fields[1]))
+                    if not target.is_relative_to(inside):
+                        raise ValueError(f"image {fields[0]}/{fields[1]} is outside {root} (data.path)")
                 except ValueError as exc:
                     malformed_row(f"{meta}:{lineno}", exc, strict)
                     skipped += 1

@@ -9,24 +9,29 @@ A *variant* is a config name plus knob overrides, written ``name`` or ``name:key
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-CONF = Path(__file__).resolve().parent.parent / "conf" / "attention"
+from lra.errors import ConfigError
+
+CONF_ROOT = Path(__file__).resolve().parent.parent / "conf"
+CONF = CONF_ROOT / "attention"
 
 
 @cache
 def _load(name: str) -> DictConfig:
-    path = CONF / f"{name}.yaml"
-    if not path.is_file():
+    # Membership, not a file test: a name such as "../../x" must not pick a yaml outside conf/.
+    if name not in attention_names():
         known = ", ".join(attention_names())
         raise ValueError(f"no attention config {name!r} (conf/attention/{name}.yaml); known: {known}")
-    return OmegaConf.load(path)
+    return OmegaConf.load(CONF / f"{name}.yaml")
 
 
 def attention_names() -> list[str]:
@@ -99,3 +104,111 @@ def benchmark_overrides(name: str, landmarks: int | None = None) -> dict:
     if landmarks is not None and has_knob(name, "num_landmarks"):
         out["num_landmarks"] = landmarks
     return out
+
+
+# -- what a recorded run config may build --------------------------------------------------------------
+# A run's results.json (or .hydra/config.yaml) is input from whoever wrote it: rebuilding its model
+# with ``hydra.utils.instantiate`` must not call whatever ``_target_`` it names. The registries are
+# conf/attention/, conf/model/ and conf/task/; nothing else is built from a recorded config.
+BUILT_GROUPS = ("attention", "model", "data")
+
+
+def _group_names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_ROOT / group).glob("*.yaml"))
+
+
+@cache
+def _group_yaml(group: str, name: str) -> dict:
+    if name not in _group_names(group):
+        return {}
+    loaded = yaml.safe_load((CONF_ROOT / group / f"{name}.yaml").read_text())
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def model_targets() -> set[str]:
+    """The model classes of conf/model/*.yaml."""
+    targets = (_group_yaml("model", name).get("_target_") for name in _group_names("model"))
+    return {t for t in targets if isinstance(t, str)}
+
+
+def task_data_target(task: str, _seen: tuple[str, ...] = ()) -> str | None:
+    """The data module class of conf/task/<task>.yaml, or of the task file it extends (Path-X is
+    Pathfinder's); None for a task that is not in conf/task/."""
+    cfg = _group_yaml("task", task)
+    own = (cfg.get("data") or {}).get("_target_") if isinstance(cfg.get("data"), dict) else None
+    if isinstance(own, str):
+        return own
+    for parent in cfg.get("defaults") or []:
+        if isinstance(parent, str) and parent != "_self_" and parent not in (task, *_seen):
+            found = task_data_target(parent, (*_seen, task))
+            if found:
+                return found
+    return None
+
+
+def _walk(node: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted path, key, value) of every mapping entry and list item below ``node`` (a stack, not
+    recursion: a recorded config may be nested deeper than Python's recursion limit)."""
+    stack = [(node, path)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            items = [(f"{path}.{key}", key, value) for key, value in node.items()]
+        elif isinstance(node, list):
+            items = [(f"{path}[{i}]", i, value) for i, value in enumerate(node)]
+        else:
+            continue
+        for here, key, value in items:
+            yield here, key, value
+            stack.append((value, here))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_buildable(config: dict, where: str) -> None:
+    """Refuse a recorded run config (plain containers, interpolations resolved) whose ``attention``,
+    ``model`` or ``data`` would build anything but the registered classes: the attention's
+    ``_target_`` must be the one of ``conf/attention/<attention.name>.yaml``, the model's one of
+    ``conf/model/``, the data module's the one of ``conf/task/<task.name>.yaml``; no other
+    ``_target_`` may appear at any depth, and no ``${...}`` anywhere in ``config`` (instantiate
+    would resolve it). A ConfigError naming ``where`` and the key otherwise."""
+    task = (config.get("task") or {}).get("name") if isinstance(config.get("task"), dict) else None
+    attention = config.get("attention") if isinstance(config.get("attention"), dict) else {}
+    name = attention.get("name")
+    expected = {
+        "attention": {attention_config(name).get("_target_")} if name in attention_names() else set(),
+        "model": model_targets(),
+        "data": {task_data_target(task)} - {None} if isinstance(task, str) else set(),
+    }
+    why = {
+        "attention": f"the one of conf/attention/<attention.name>.yaml (attention.name={_short(name)})",
+        "model": "one of conf/model/*.yaml",
+        "data": f"the one of conf/task/<task.name>.yaml (task.name={_short(task)})",
+    }
+    for path, _key, value in _walk(config, "config"):
+        if isinstance(value, str) and ("${" in value or value == "???"):
+            raise ConfigError(
+                f"{where}: {path.removeprefix('config.')}={_short(value)} is an interpolation or a missing "
+                "value; a recorded config is already resolved, so it is refused rather than resolved"
+            )
+    for group in BUILT_GROUPS:
+        node = config.get(group)
+        if not isinstance(node, dict):
+            raise ConfigError(
+                f"{where}: {group} is {_short(node)}, not a mapping; this run cannot be rebuilt"
+            )
+        target = node.get("_target_")
+        if target not in expected[group]:
+            raise ConfigError(
+                f"{where}: {group}._target_={_short(target)} is not {why[group]}; refused: only the "
+                "harness's registered classes are built from a recorded config"
+            )
+        for path, key, value in _walk(node, group):
+            if key == "_target_" and path != f"{group}._target_":
+                raise ConfigError(
+                    f"{where}: {path}={_short(value)}: a nested _target_ is refused (only {group}._target_ "
+                    "is built from a recorded config)"
+                )

@@ -22,6 +22,7 @@ import torch
 
 from lra.bench.regimes import REGIMES, diagonal_mass, exact_attention, make_regime
 from lra.bench.settings import fidelity_settings
+from lra.errors import LRAError
 from lra.registry import attention_names, build_attention
 
 # Goals from the issue: spectral shift within 2% of Nyström on every regime, <= 0.2x on self-attending.
@@ -297,11 +298,21 @@ def main(argv=None) -> int:
             raise SystemExit(f"unknown settings {unknown}; known: {sorted(settings)}")
         settings = {k: v for k, v in settings.items() if k in args.settings or k == "nystrom"}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    rows = run_synthetic(args, settings)
+    captured = None
     if args.checkpoint:
-        rows += run_checkpoint(args, settings)
+        # Read (and check) the checkpoint before the synthetic regimes: a bad file is reported at once.
+        from lra.bench.capture import capture_checkpoint
+
+        try:
+            captured = capture_checkpoint(Path(args.checkpoint), args.checkpoint_batch)
+        except (LRAError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run_synthetic(args, settings)
+    if captured is not None:
+        rows += run_checkpoint(args, settings, captured)
     ratios_to_baseline(rows)
     summary = summarise(rows, args.table_length)
     all_lengths = summarise(rows, None)

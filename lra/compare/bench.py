@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lra.compare import plots
+from lra.run_files import read_text
 
 X_KEYS = ("n", "length", "seq_len", "sequence_length", "num_tokens")
 ROW_KEYS = ("rows", "results", "records", "data")
@@ -72,9 +73,10 @@ def load_bench(path: Path) -> BenchResult:
     path = Path(path)
     result = BenchResult(path=path, title=path.stem)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        result.note = f"could not read {path.name}: {exc}"
+        data = json.loads(read_text(path))
+    except (OSError, ValueError, RecursionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        result.note = f"could not read {path.name}: {first}"
         return result
     if isinstance(data, dict):
         result.title = str(data.get("benchmark") or path.stem)
@@ -83,7 +85,10 @@ def load_bench(path: Path) -> BenchResult:
         }
     png = path.with_suffix(".png")
     if png.is_file():
-        result.png_base64 = base64.b64encode(png.read_bytes()).decode("ascii")
+        try:
+            result.png_base64 = base64.b64encode(png.read_bytes()).decode("ascii")
+        except OSError as exc:
+            result.note = f"could not read {png.name}: {exc.strerror or type(exc).__name__}"
     else:
         rows = find_rows(data)
         result.figures = plot_rows(rows, result.title) if rows else []

@@ -5,11 +5,24 @@ A run directory is one holding ``results.json`` or Hydra's ``.hydra/config.yaml`
 that recorded ``status: failed`` all come back as a failed :class:`Run` with the reason, never as an
 exception: one bad run must not hide the others from the dashboard. A results.json written before
 some fields existed reads with those fields empty (:mod:`lra.results`).
+
+Everything in a run directory is input from whoever made it, read as such (:mod:`lra.run_files`):
+Hydra's config is read raw (``${oc.env:...}`` stays text, never the reader's environment), sizes and
+depths are bounded, and a file that cannot be used (a CSV log with bad bytes or bad rows, an unreadable
+config) costs that file or those rows and a one-line warning (logger ``lra.compare``), never the
+dashboard.
+
+What a run is (:func:`role`): a *training* run, possibly the continuation of an earlier one
+(``resumed_from``: the earlier pieces are shown through the last one), a *fine-tune* (``initialized_from``:
+a new run that started from another run's weights; it hides nothing), or an *evaluation*
+(``kind: evaluation``, a ``train=false`` run that tested a checkpoint; listed apart, never averaged).
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -19,8 +32,36 @@ from typing import Any
 
 from lra import results as results_schema
 from lra.results import RunRecord
+from lra.run_files import MAX_DEPTH, load_yaml, read_text, resolve_references, too_deep
 
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+log = logging.getLogger("lra.compare")
+_warned: set[str] = set()
+
+
+def warn_once(path: Path, problem: str) -> None:
+    """A one-line warning naming ``path``, once per file and dashboard (a run's curves are read more
+    than once)."""
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning("%s", problem if str(path) in problem else f"{path}: {problem}")
+
+
+def own_file(run_dir: Path, path: Path) -> bool:
+    """Whether ``path`` is a regular file of ``run_dir`` itself: a link that leads out of the run
+    directory is not read (a run folder must not make the dashboard show another file's content)."""
+    try:
+        inside = Path(os.path.realpath(path)).is_relative_to(os.path.realpath(run_dir))
+    except (OSError, ValueError):
+        return False
+    if not inside:
+        warn_once(path, "a link out of its run directory; not read")
+        return False
+    return path.is_file()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 @dataclass
@@ -34,24 +75,35 @@ class Run:
     record: RunRecord | None = None  # results.json as read (None if there is none or it is unreadable)
     error: str | None = None
     variant: str = ""  # filled in by lra.compare.variants
+    role: str = "training"  # "training" | "fine-tune" | "evaluation" (:func:`role`)
+    checkpoint: str | None = None  # the checkpoint a fine-tune started from or an evaluation tested
 
     @property
     def ok(self) -> bool:
         return self.status == "completed"
 
+    @property
+    def evaluation(self) -> bool:
+        return self.role == "evaluation"
+
     def metric(self, key: str) -> float | None:
         """A measured value of the metrics table, or None when missing or not a finite number."""
         value = self.record.metrics.get(key) if self.record is not None else None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             return None
-        return float(value)
+        try:
+            value = float(value)  # an integer beyond float's range is no measurement either
+        except OverflowError:
+            return None
+        return value if math.isfinite(value) else None
 
     @property
     def stopped_early(self) -> bool:
         """Ended before ``trainer.max_steps`` (a wall-clock limit such as ``trainer.max_time`` or an
         early-stopping callback): its numbers come from fewer steps than its config asks for."""
         steps = self.metric("global_step")
-        wanted = (self.config.get("trainer") or {}).get("max_steps")
+        trainer = self.config.get("trainer")
+        wanted = trainer.get("max_steps") if isinstance(trainer, dict) else None
         return steps is not None and isinstance(wanted, int) and wanted > 0 and steps < wanted
 
     def qualifier(self, key: str) -> str | None:
@@ -92,20 +144,21 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
 
 
 def _hydra_config(run_dir: Path) -> dict[str, Any]:
-    """The run's composed config from Hydra's copy; interpolations resolved where they can be."""
+    """The run's composed config from Hydra's copy, as written: only references between its own keys
+    are looked up (:func:`lra.run_files.resolve_references`); a resolver call such as
+    ``${oc.env:...}`` stays text (it would read this machine's environment into the dashboard)."""
     path = run_dir / HYDRA_CONFIG
-    if not path.is_file():
+    if not own_file(run_dir, path):
         return {}
     try:
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.load(path)
-        try:
-            return OmegaConf.to_container(cfg, resolve=True)
-        except Exception:  # e.g. ${oc.env:...} of another machine; keep the raw values
-            return OmegaConf.to_container(cfg, resolve=False)
-    except Exception:
+        config = load_yaml(path)
+    except (OSError, ValueError) as exc:
+        warn_once(path, f"{_first_line(exc)}; the run is shown without its config")
         return {}
+    if not isinstance(config, dict):
+        warn_once(path, "not a mapping; the run is shown without its config")
+        return {}
+    return resolve_references(config)
 
 
 def _name(config: dict, group: str) -> str:
@@ -117,12 +170,51 @@ def _name(config: dict, group: str) -> str:
 
 def read_record(path: Path) -> tuple[RunRecord | None, str | None]:
     """(record, None), or (None, why it cannot be read)."""
+    if path.is_dir():
+        return None, "results.json is a directory, not a file"
     if not path.is_file():
         return None, "no results.json: the run crashed or is still running"
+    if not own_file(path.parent, path):
+        return None, "results.json is a link out of its run directory; not read"
     try:
-        return results_schema.read(path), None
-    except (OSError, ValueError) as exc:  # not JSON, or a field of the wrong type
-        return None, f"unreadable results.json: {exc}"
+        record = RunRecord.from_dict(json.loads(read_text(path)), where=str(path))
+    except (OSError, ValueError, RecursionError) as exc:  # not JSON, too large, a field of the wrong type
+        return None, f"unreadable results.json: {_first_line(exc)}"
+    if too_deep(record.config) or too_deep(record.data):
+        return None, f"unreadable results.json: config nested deeper than {MAX_DEPTH} levels"
+    return record, None
+
+
+def _false(config: dict, key: str) -> bool:
+    return config.get(key) is False
+
+
+def role(record: RunRecord | None, config: dict) -> tuple[str, str | None]:
+    """(what the run is, the checkpoint it continues, started from or tested):
+
+    - ``("evaluation", ckpt)``: ``kind: evaluation``; for records older than ``kind`` or runs that
+      wrote none, a config with ``train: false``;
+    - ``("fine-tune", ckpt)``: ``initialized_from``; for older records or none, a ``ckpt_path`` with
+      ``resume_check: false``;
+    - ``("resume", ckpt)``: ``resumed_from`` (with no results.json: Hydra's ``ckpt_path``);
+    - ``("training", None)``: none of these."""
+    if record is not None:
+        if record.kind == "evaluation" or (record.kind is None and _false(config, "train")):
+            tested = record.tested_checkpoint or record.resumed_from or config.get("ckpt_path")
+            return "evaluation", str(tested) if tested else None
+        if record.initialized_from:
+            return "fine-tune", record.initialized_from
+        if record.resumed_from:
+            # Records written before initialized_from existed said resumed_from for a fine-tune too.
+            return ("fine-tune" if _false(config, "resume_check") else "resume"), record.resumed_from
+        return "training", None
+    ckpt = config.get("ckpt_path")
+    ckpt = str(ckpt) if ckpt else None
+    if _false(config, "train"):
+        return "evaluation", ckpt
+    if ckpt is None:
+        return "training", None
+    return ("fine-tune" if _false(config, "resume_check") else "resume"), ckpt
 
 
 def read_run(run_dir: Path) -> Run:
@@ -133,6 +225,7 @@ def read_run(run_dir: Path) -> Run:
     if status == "failed" and error is None:
         error = record.error or f"status {record.status!r}"
     seed = record.seed if record is not None and record.seed is not None else config.get("seed")
+    kind, ckpt = role(record, config)
     return Run(
         run_dir=run_dir,
         status=status,
@@ -142,12 +235,15 @@ def read_run(run_dir: Path) -> Run:
         config=config,
         record=record,
         error=error,
+        role="training" if kind == "resume" else kind,
+        checkpoint=ckpt if kind in ("fine-tune", "evaluation") else None,
     )
 
 
 def collect(paths: list[Path]) -> list[Run]:
     """Every run found, except the pieces of a resumed run that a later run continued: the run that
     continues them stands for the whole (its curves include theirs, :func:`read_curves`)."""
+    _warned.clear()
     dirs = find_run_dirs(paths)
     continued = {p.resolve() for d in dirs for p in resume_chain(d)[:-1]}
     return [read_run(d) for d in dirs if d.resolve() not in continued]
@@ -169,19 +265,103 @@ def _checkpoint_run_dir(run_dir: Path, ckpt: str) -> Path | None:
 
 
 def resume_chain(run_dir: Path, limit: int = 100) -> list[Path]:
-    """The run directories a resumed run continues, earliest first, ending with ``run_dir``: each one's
-    ``resumed_from`` (results.json, or ``ckpt_path`` in Hydra's config for a run that was killed
-    before writing one) names a checkpoint of the one before."""
+    """The run directories a resumed run continues, earliest first, ending with ``run_dir``: each one
+    continues (:func:`role` ``resume``) a checkpoint of the one before. An evaluation or a fine-tune
+    continues nothing: it neither hides the run that wrote its checkpoint nor takes over its curves."""
     chain = [Path(run_dir)]
     while len(chain) < limit:
         record, _ = read_record(chain[0] / results_schema.FILENAME)
-        ckpt = record.resumed_from if record is not None else None
-        ckpt = ckpt or _hydra_config(chain[0]).get("ckpt_path")
-        parent = _checkpoint_run_dir(chain[0], str(ckpt)) if ckpt else None
+        config = record.config if record is not None and record.config else _hydra_config(chain[0])
+        kind, ckpt = role(record, config)
+        parent = _checkpoint_run_dir(chain[0], ckpt) if kind == "resume" and ckpt else None
         if parent is None or any(parent.resolve() == c.resolve() for c in chain):
             break
         chain.insert(0, parent)
     return chain
+
+
+# A CSV log is read up to this size (a long run's log is a few MiB), one line up to MAX_LINE bytes.
+MAX_CSV_BYTES = 256 * 2**20
+MAX_LINE = 2**20
+
+
+def _csv_lines(f, problems: list[str]):
+    """The file's lines as text; a line that is not UTF-8 or is longer than MAX_LINE is left out
+    (and counted in ``problems``), and reading stops at MAX_CSV_BYTES."""
+    read = 0
+    while True:
+        raw = f.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        read += len(raw)
+        if read > MAX_CSV_BYTES:
+            problems.append(f"only its first {MAX_CSV_BYTES >> 20} MiB are read")
+            return
+        if len(raw) > MAX_LINE:
+            problems.append("a line longer than 1 MiB")
+            while raw and not raw.endswith(b"\n"):  # the rest of that line
+                raw = f.readline(MAX_LINE + 1)
+                read += len(raw)
+            continue
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append("a line that is not UTF-8")
+
+
+def _number(text: str | None) -> float | None:
+    """A finite number, or None (also for an empty cell)."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _read_csv(path: Path, keys: tuple[str, ...], curves: dict[str, list[tuple[int, float]]]) -> None:
+    """Add the points of one CSV log to ``curves``. A malformed row (bad bytes, a step or value that is
+    no finite number, a broken CSV line) is skipped; a log without a header is skipped whole. Either
+    way one warning names the file."""
+    problems: list[str] = []
+    skipped = 0
+    try:
+        with open(path, "rb") as f:
+            reader = csv.reader(_csv_lines(f, problems))
+            header = next(reader, None)
+            if header is None:  # an empty log: the run stopped before its first logged step
+                return
+            if "step" not in header:
+                warn_once(path, "no step column in its header; its curves are skipped")
+                return
+            step_at = header.index("step")
+            columns = [(i, c) for i, c in enumerate(header) if any(fnmatchcase(c, k) for k in keys)]
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:  # e.g. a NUL byte, a field over csv's size limit
+                    problems.append(f"a broken line ({_first_line(exc)})")
+                    continue
+                cells = {c: row[i] for i, c in columns if i < len(row) and row[i]}
+                if not cells:
+                    continue
+                step = _number(row[step_at]) if step_at < len(row) else None
+                values = {c: _number(v) for c, v in cells.items()}
+                if step is None or step < 0 or None in values.values():
+                    skipped += 1
+                    continue
+                for column, value in values.items():
+                    curves.setdefault(column, []).append((int(step), value))
+    except OSError as exc:
+        warn_once(path, f"unreadable ({_first_line(exc)}); its curves are skipped")
+        return
+    if skipped:
+        problems.append(f"{skipped} row{'s' * (skipped != 1)} whose step or value is not a finite number")
+    if problems:
+        warn_once(path, f"skipped {', '.join(dict.fromkeys(problems))}; the other rows are drawn")
 
 
 def _csv_curves(run_dir: Path, keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
@@ -189,21 +369,8 @@ def _csv_curves(run_dir: Path, keys: tuple[str, ...]) -> dict[str, list[tuple[in
     (``attention/*/delta_h*``), which stands for every column it matches."""
     curves: dict[str, list[tuple[int, float]]] = {k: [] for k in keys if not _is_pattern(k)}
     for path in sorted(Path(run_dir).glob("csv/version_*/metrics.csv")):
-        try:
-            with open(path, newline="") as f:
-                reader = csv.DictReader(f)
-                columns = [c for c in reader.fieldnames or [] if any(fnmatchcase(c, k) for k in keys)]
-                for row in reader:
-                    step = row.get("step")
-                    for key in columns:
-                        value = row.get(key)
-                        if value and step:
-                            try:
-                                curves.setdefault(key, []).append((int(float(step)), float(value)))
-                            except ValueError:
-                                continue
-        except (OSError, csv.Error):
-            continue
+        if own_file(run_dir, path):  # (a FIFO is no regular file: never opened, it would block)
+            _read_csv(path, keys, curves)
     return curves
 
 

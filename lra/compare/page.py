@@ -67,6 +67,7 @@ def build_page(
     speed: Table,
     runs: Table,
     ratio_plot: str | None,
+    evaluations: Table | None = None,
     curves: dict[str, list[tuple[str, str]]],
     bench: list[BenchResult],
 ) -> str:
@@ -99,6 +100,7 @@ def build_page(
             _section("Training curves", curve_html, "curves"),
             _section("Attention benchmarks", _bench_html(bench), "bench"),
             _section("Runs", table_html(runs), "runs"),
+            _section("Checkpoint evaluations", table_html(evaluations), "evaluations") if evaluations else "",
         ]
     )
     script = f'<script type="text/javascript">{plots.plotly_js()}</script>' if plots.available() else ""

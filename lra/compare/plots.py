@@ -6,6 +6,7 @@ Every function returns ``None`` when there is nothing to draw, so the page can s
 from __future__ import annotations
 
 from collections import defaultdict
+from html import escape
 
 from lra.compare.collect import Run, read_curves
 from lra.compare.published import task_title
@@ -39,6 +40,12 @@ def plotly_js() -> str:
 
 
 PLOT_WIDTH = 640  # two plots side by side on the page
+
+
+def _t(value) -> str:
+    """Text from a run or a benchmark file as plotly shows it: plotly reads titles, legend names and
+    hover text as a subset of HTML (links included), so tags are escaped to show as typed."""
+    return escape(str(value), quote=False)
 
 
 def _html(fig, width: int = PLOT_WIDTH) -> str:
@@ -98,17 +105,19 @@ def curve_figures(runs: list[Run]) -> dict[str, list[tuple[str, str]]]:
                         x=steps,
                         y=[v * scale for v in values],
                         mode="lines+markers" if key == "val/acc" else "lines",
-                        name=run.label,
-                        legendgroup=run.label,
+                        name=_t(run.label),
+                        legendgroup=_t(run.label),
                         showlegend=run.label not in shown,
                         line={"color": colour[run.label], "dash": dash[run.label], "width": 1.5},
                         marker={"size": 5},
-                        hovertemplate=f"{run.label} seed {run.seed}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>",
+                        hovertemplate=f"{_t(run.label)} seed {run.seed}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>",
                     )
                 )
                 shown.add(run.label)
             if fig.data:
-                fig.update_layout(title=f"{task_title(task)}: {title}", xaxis_title="step", yaxis_title=title)
+                fig.update_layout(
+                    title=f"{_t(task_title(task))}: {title}", xaxis_title="step", yaxis_title=title
+                )
                 # Labels can be long ("softmax [dim=128]"): the legend goes below, not beside.
                 fig.update_layout(legend={"orientation": "h", "y": -0.22}, height=440)
                 figures.append((f"{task} {key}", _html(fig)))
@@ -135,13 +144,13 @@ def delta_figure(runs: list[Run], labels: list[str], colour: dict[str, str]) -> 
                     x=steps,
                     y=values,
                     mode="lines",
-                    name=f"{run.label} seed {run.seed} {layer_head}",
+                    name=_t(f"{run.label} seed {run.seed} {layer_head}"),
                     line={"color": colour[run.label], "dash": patterns[i % len(patterns)], "width": 1.2},
                 )
             )
     if not fig.data:
         return None
-    title = f"{task_title(runs[0].task)}: spectral shift δ per layer and head"
+    title = f"{_t(task_title(runs[0].task))}: spectral shift δ per layer and head"
     fig.update_layout(title=title, xaxis_title="step", yaxis_title="δ", yaxis_type="log")
     fig.update_layout(legend={"orientation": "h", "y": -0.22}, height=440)
     return _html(fig)
@@ -163,7 +172,7 @@ def ratio_figure(runs: list[Run], keys: dict[str, list[str]]) -> str | None:
             base = baseline_for(group, groups, keys)
             if base is None:
                 continue
-            x.append(f"{task_title(task)}<br>{label}")
+            x.append(f"{_t(task_title(task))}<br>{_t(label)}")
             for m in measures:
                 value, ref = group.mean(m.field), baseline_mean(group, base, m)
                 ys[_unitless(m.label)].append(value / ref if value is not None and ref else None)
@@ -192,7 +201,7 @@ def bench_figures(rows: list[dict], x_key: str, series_keys: list[str], y_keys: 
         for row in rows:
             x, y = row.get(x_key), row.get(y_key)
             if isinstance(x, int | float) and isinstance(y, int | float) and not isinstance(y, bool):
-                name = " / ".join(str(row.get(k)) for k in series_keys) or y_key
+                name = _t(" / ".join(str(row.get(k)) for k in series_keys) or y_key)
                 series[name].append((x, y))
         if not series:
             continue
@@ -201,7 +210,7 @@ def bench_figures(rows: list[dict], x_key: str, series_keys: list[str], y_keys: 
             xs, ys = zip(*sorted(points), strict=True)
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name))
         positive = all(y > 0 for pts in series.values() for _, y in pts)
-        fig.update_layout(title=f"{title}: {y_key}", xaxis_title=x_key, yaxis_title=y_key)
+        fig.update_layout(title=_t(f"{title}: {y_key}"), xaxis_title=_t(x_key), yaxis_title=_t(y_key))
         if positive:
             fig.update_yaxes(type="log")
         figures.append(_html(fig))

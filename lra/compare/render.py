@@ -31,20 +31,28 @@ def table_html(table: Table) -> str:
     )
 
 
-def _md(cell: str) -> str:
-    return cell.replace("|", "\\|").replace("\n", " ")
+# Characters Markdown (or the HTML it may carry) reads as markup: a backslash escape, or an entity
+# where a backslash would not stop an HTML renderer. "[" stops links and images (no remote fetch
+# from a run's label); mapping each character once means a run's own backslash cannot undo an escape.
+MD_ESCAPES = {"\\": "\\\\", "|": "\\|", "`": "\\`", "[": "\\[", "&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def md_text(text: str) -> str:
+    """``text`` as one line of literal Markdown text (a table cell, a list item)."""
+    return " ".join("".join(MD_ESCAPES.get(c, c) for c in str(text)).splitlines())
 
 
 def table_markdown(table: Table) -> str:
-    lines = [f"### {table.title}", "", "| " + " | ".join(map(_md, table.header)) + " |"]
+    lines = [f"### {md_text(table.title)}", "", "| " + " | ".join(map(md_text, table.header)) + " |"]
     lines.append("|" + "---|" * len(table.header))
     for cells, kind in zip(table.rows, table.kinds, strict=True):
+        cells = [md_text(c) for c in cells]
         if kind == "section":
             cells = [f"**{cells[0]}**", *[""] * (len(table.header) - 1)]
         elif kind == "failed":
             cells = [cells[0] + " ⚠", *cells[1:]]
-        lines.append("| " + " | ".join(map(_md, cells)) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
     if table.notes:
         lines.append("")
-        lines += [f"- {n}" for n in table.notes]
+        lines += [f"- {md_text(n)}" for n in table.notes]
     return "\n".join(lines) + "\n"

@@ -10,8 +10,8 @@ from lra.compare import plots
 from lra.compare.bench import load_bench
 from lra.compare.collect import collect
 from lra.compare.page import build_page
-from lra.compare.render import table_markdown
-from lra.compare.tables import lra_table, runs_table, speed_table
+from lra.compare.render import md_text, table_markdown
+from lra.compare.tables import evaluations_table, lra_table, runs_table, speed_table
 from lra.compare.variants import assign_variants
 
 TITLE = "Long Range Arena: attention comparison"
@@ -28,10 +28,14 @@ class Report:
 
 def build(paths: list[Path], out: Path, bench: list[Path] | None = None) -> Report:
     runs = collect([Path(p) for p in paths])
-    keys = assign_variants(runs)
+    # Evaluations (train=false runs) trained nothing: listed apart, never averaged with training runs.
+    trained = [r for r in runs if not r.evaluation]
+    evaluated = [r for r in runs if r.evaluation]
+    keys = assign_variants(trained)
     completed = sum(r.ok for r in runs)
     counts = {"runs": len(runs), "completed": completed, "failed": len(runs) - completed}
-    lra, speed, all_runs = lra_table(runs), speed_table(runs, keys), runs_table(runs)
+    lra, speed, all_runs = lra_table(trained), speed_table(trained, keys), runs_table(trained)
+    evaluations = evaluations_table(evaluated) if evaluated else None
     bench_results = [load_bench(Path(p)) for p in bench or []]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = f"Generated {now} from {', '.join(str(p) for p in paths)}"
@@ -45,24 +49,30 @@ def build(paths: list[Path], out: Path, bench: list[Path] | None = None) -> Repo
         lra=lra,
         speed=speed,
         runs=all_runs,
-        ratio_plot=plots.ratio_figure(runs, keys),
-        curves=plots.curve_figures(runs),
+        evaluations=evaluations,
+        ratio_plot=plots.ratio_figure(trained, keys),
+        curves=plots.curve_figures(trained),
         bench=bench_results,
     )
     (out / "index.html").write_text(html, encoding="utf-8")
 
-    bench_md = [f"- {b.title}: `{b.path}`" + (f" ({b.note})" if b.note else "") for b in bench_results]
+    bench_md = [
+        "- " + md_text(f"{b.title}: {b.path}" + (f" ({b.note})" if b.note else "")) for b in bench_results
+    ]
     markdown = "\n".join(
         [
             f"# {TITLE}",
             "",
-            f"{meta}. {counts['runs']} runs: {completed} completed, {counts['failed']} failed. "
-            "Training curves and plots: index.html.",
+            md_text(
+                f"{meta}. {counts['runs']} runs: {completed} completed, {counts['failed']} failed. "
+                "Training curves and plots: index.html."
+            ),
             "",
             table_markdown(lra),
             table_markdown(speed),
             *(["### Attention benchmarks", "", *bench_md, ""] if bench_md else []),
             table_markdown(all_runs),
+            *([table_markdown(evaluations)] if evaluations is not None else []),
         ]
     )
     (out / "results.md").write_text(markdown, encoding="utf-8")

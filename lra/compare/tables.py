@@ -79,7 +79,10 @@ class Group:
 
     def mean(self, key: str) -> float | None:
         values = self.values(key)
-        return statistics.fmean(values) if values else None
+        try:
+            return statistics.fmean(values) if values else None
+        except OverflowError:  # finite values whose sum is not (a hand-made results.json)
+            return None
 
 
 def group_runs(runs: list[Run]) -> dict[tuple[str, str], Group]:
@@ -291,9 +294,24 @@ def data_cell(data) -> str:
     if not isinstance(data, dict) or not data.get("source"):
         return "—"
     generator = data.get("generator")
-    seed = f" (seed {generator['seed']})" if isinstance(generator, dict) and "seed" in generator else ""
-    fingerprint = f" · {data['fingerprint'][:10]}" if data.get("fingerprint") else ""
-    return f"{data['source']}{seed}{fingerprint}"
+    seed = (
+        f" (seed {str(generator['seed'])[:20]})"
+        if isinstance(generator, dict) and "seed" in generator
+        else ""
+    )
+    fingerprint = f" · {str(data['fingerprint'])[:10]}" if data.get("fingerprint") else ""
+    return f"{str(data['source'])[:40]}{seed}{fingerprint}"
+
+
+def common_root(runs: list[Run]) -> Path | None:
+    """The folder run directories are shown relative to."""
+    if not runs:
+        return None
+    try:
+        root = Path(os.path.commonpath([str(r.run_dir) for r in runs]))
+    except ValueError:  # relative and absolute paths mixed
+        return None
+    return root.parent if len(runs) == 1 else root
 
 
 def runs_columns() -> list[Column]:
@@ -304,9 +322,7 @@ def runs_columns() -> list[Column]:
 
 def runs_table(runs: list[Run]) -> Table:
     table = Table("runs-table", "All runs", runs_columns())
-    root = Path(os.path.commonpath([str(r.run_dir) for r in runs])) if runs else None
-    if root is not None and len(runs) == 1:
-        root = root.parent
+    root = common_root(runs)
     by_task = defaultdict(list)
     for run in runs:
         by_task[run.task].append(run)
@@ -328,6 +344,43 @@ def runs_table(runs: list[Run]) -> Table:
     table.notes.append(
         "Data: the source a run read (release, generate, local, hub), the generator's seed, and a hash "
         "of the tokenised splits (equal hashes = the same examples); — for runs recorded before."
+    )
+    if root is not None:
+        table.notes.append(f"Run directories relative to {root}.")
+    return table
+
+
+def evaluations_table(runs: list[Run]) -> Table:
+    """Runs that tested a given checkpoint (``train=false``): what they measured, apart from the
+    training runs (they trained nothing, so they are no seeds of any row)."""
+    table = Table(
+        "evaluations-table",
+        "Checkpoint evaluations",
+        [
+            *text("Task", "Model", "Status"),
+            *numbers("Test acc (%)"),
+            *text("Checkpoint tested", "Run directory"),
+            Column("Error", "long"),
+        ],
+    )
+    root = common_root(runs)
+    for run in sorted(runs, key=lambda r: (task_order({r.task}), r.label, str(r.run_dir))):
+        acc = run.metric("test_acc")
+        table.add(
+            [
+                task_title(run.task),
+                run.label,
+                run.status,
+                "—" if acc is None else pct(acc),
+                run.checkpoint or "—",
+                _display_dir(run.run_dir, root),
+                (run.error or "")[:300],
+            ],
+            "ours" if run.ok else "failed",
+        )
+    table.notes.append(
+        "train=false runs: each tested the checkpoint named, and trained nothing; they are not part of "
+        "the accuracy table's means."
     )
     if root is not None:
         table.notes.append(f"Run directories relative to {root}.")

@@ -64,6 +64,13 @@ IGNORED = (
 UNSET = "<unset>"
 
 
+def _encode(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, default=str)
+    except (TypeError, ValueError):  # keys of mixed types (a hand-written YAML's 1: and a:) do not sort
+        return json.dumps(repr(value))
+
+
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Dotted keys -> JSON-encoded leaf values (lists stay whole: they are one setting)."""
     flat: dict[str, str] = {}
@@ -72,7 +79,7 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(value, dict) and value:
             flat.update(flatten(value, dotted + "."))
         else:
-            flat[dotted] = json.dumps(value, sort_keys=True, default=str)
+            flat[dotted] = _encode(value)
     return flat
 
 
@@ -82,11 +89,15 @@ def relevant(config: dict[str, Any]) -> dict[str, str]:
 
 def setting(run: Run) -> dict[str, str]:
     """The run's relevant config, plus the data source it actually used (results.json ``data``):
-    ``data.source=auto`` reads the release or generates, and the two must not share a row."""
+    ``data.source=auto`` reads the release or generates, and the two must not share a row; and
+    whether it was fine-tuned from a checkpoint (``initialized_from``)."""
     out = relevant(run.config)
     data = run.record.data if run.record is not None else None
     if isinstance(data, dict) and data.get("source"):
-        out["data.used"] = json.dumps(data["source"])
+        out["data.used"] = json.dumps(data["source"], default=str)
+    if run.role == "fine-tune":
+        # Started from another run's weights: not one more seed of a run trained from scratch.
+        out["fine-tuned"] = json.dumps(True)
     return out
 
 
