@@ -20,7 +20,6 @@ log = logging.getLogger("lra")
 # for these (it still goes to the run's log file, in case the message is not enough). Any other
 # exception, a plain ValueError included, is a bug and keeps its traceback.
 USER_ERRORS = (LRAError, FileNotFoundError, NonFiniteLossError)
-EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C
 
 
 def _traceback_to_log_file(exc: BaseException) -> None:
@@ -47,9 +46,9 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         record = train(cfg, hc.runtime.output_dir, parallel_runs=parallel_runs(hc))
-    except RunInterrupted as exc:  # a sweep stops too: Ctrl-C means stop
+    except RunInterrupted as exc:  # a sweep stops too: Ctrl-C and SIGTERM mean stop
         print(f"interrupted: {exc}", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(exc.exit_code)
     except USER_ERRORS as exc:
         _traceback_to_log_file(exc)
         if multirun:  # one failed run must not stop the sweep; results.json records the failure

@@ -43,7 +43,15 @@ class RunRecord:
     tested_checkpoint: str | None = None  # the file test_acc was measured on ("final weights" if none)
     started_at: str | None = None
     finished_at: str | None = None
+    # A checkpoint of the same run that this one continues (its best carries over); the dashboard shows
+    # the last piece of such a chain for the whole run.
     resumed_from: str | None = None
+    # A checkpoint whose weights started this run (resume_check=false, fine-tuning): a new run, not a
+    # continuation; it inherits no best and does not stand for the run that wrote the checkpoint.
+    initialized_from: str | None = None
+    # "training" (fit, then test at the best checkpoint) or "evaluation" (train=false: the given
+    # checkpoint tested, nothing trained); records without it are training runs.
+    kind: str | None = None
     run_dir: str | None = None
     versions: dict = field(default_factory=dict)  # package versions
     git_commit: str | None = None

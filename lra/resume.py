@@ -1,52 +1,106 @@
-"""Check a ``ckpt_path`` before resuming from it: a readable training checkpoint, written by a run of
-the same task, attention and model, whose parameters fit this model.
+"""Check a ``ckpt_path`` before a run uses it: a training checkpoint read with PyTorch's safe
+unpickler, written by a run of the same experiment, whose parameters fit this model, and whose best
+checkpoint can still be found.
 
-Parameter names alone do not identify a model (a softmax checkpoint loads into a Nyström model
-without its convolution), so every checkpoint records the run's task, attention and model config
-(``lra.module.RUN_IDENTITY_KEY``) and a resume compares it with the current run's. ``resume_check=false``
-skips that comparison, to fine-tune from another configuration; the shape check always applies.
+A resumed run must be the run it continues: its record carries that run's best and is reported as
+one run. So every checkpoint records the run's identity (``lra.module.RUN_IDENTITY_KEY``): the task,
+the data (settings and a fingerprint of its content, not its path), the attention, the model, the
+optimisation, the seed and the trainer settings that change what is computed. A resume compares it
+with the current run's and refuses any difference in one line. ``resume_check=false`` starts a new
+run from the checkpoint's weights instead (fine-tuning: a fresh optimiser and schedule, no inherited
+best, recorded as ``initialized_from``); the shape check always applies.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lra import run_files
+from lra.checkpointing import best_state, inherited_best
 from lra.errors import CheckpointError, ConfigError
 from lra.module import RUN_IDENTITY_KEY
 
 MAX_LISTED = 4
 
 
-# Attention keys that change how a layer computes, not what: a checkpoint resumes across them (and
-# checkpoints written before such a key existed still resume).
+# Keys that change how a run computes, not what: a checkpoint resumes across them (and checkpoints
+# written before such a key existed still resume). Paths are not compared either: the data's content
+# fingerprint is, so a moved data folder resumes and other data under the same path does not.
 HOW_NOT_WHAT = ("conv_impl",)
+DATA_HOW_NOT_WHAT = (
+    "path",
+    "generated_path",
+    "cache_dir",
+    "num_workers",
+    "workers",
+    "pin_memory",
+    "pad_to_multiple",
+)
+# The trainer settings that change what a step computes or when validation happens.
+TRAINER_WHAT = (
+    "precision",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "val_check_interval",
+    "check_val_every_n_epoch",
+    "limit_train_batches",
+    "limit_val_batches",
+    "devices",
+    "num_nodes",
+    "strategy",
+)
 
 
-def run_identity(cfg: DictConfig) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the task's name, the attention and the model."""
-    attention = OmegaConf.to_container(cfg.attention, resolve=True)
-    return {
+def run_identity(cfg: DictConfig, data_fingerprint: str | None = None) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed (see the module's docstring)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    attention = container.get("attention") or {}
+    data = container.get("data") or {}
+    trainer = container.get("trainer") or {}
+    identity = {
         "task": {"name": str(cfg.task.name)},
         "attention": {k: v for k, v in attention.items() if k not in HOW_NOT_WHAT},
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "model": container.get("model") or {},
+        "data": {k: v for k, v in data.items() if k not in DATA_HOW_NOT_WHAT},
+        "optim": container.get("optim") or {},
+        "seed": container.get("seed"),
+        "trainer": {k: trainer[k] for k in TRAINER_WHAT if k in trainer},
     }
+    if data_fingerprint is not None:
+        identity["data"]["fingerprint"] = data_fingerprint
+    return identity
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint's content, or a one-line error when it is not a training checkpoint."""
+    """The checkpoint's content, read with PyTorch's safe unpickler (tensors and plain Python values
+    only: a crafted file cannot run code), or a one-line error when it is not a training checkpoint."""
+    unreadable = CheckpointError(
+        f"ckpt_path={path} is not a checkpoint this harness can read; point it at "
+        f"<run dir>/checkpoints/last.ckpt"
+    )
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
+        raise unreadable
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated files, other formats, pickles of anything
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # a pickle of something else than tensors and plain values
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))
         raise CheckpointError(
-            f"ckpt_path={path} is not a checkpoint this harness can read ({type(exc).__name__}: {first}); "
-            f"point it at <run dir>/checkpoints/last.ckpt"
+            f"ckpt_path={path} is not a checkpoint this harness wrote: it holds objects other than tensors "
+            f"and plain values{f' ({named.group(1)})' if named else ''}, and loading it could run code, so "
+            f"it was not loaded"
         ) from None
+    except Exception as exc:  # a truncated or damaged archive
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise CheckpointError(f"{unreadable} ({type(exc).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or not {"state_dict", "global_step"} <= set(ckpt):
         raise CheckpointError(
             f"ckpt_path={path} is not a training checkpoint (no state_dict / global_step in it); "
@@ -57,16 +111,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def recorded_identity(ckpt: dict, path: Path) -> dict | None:
     """The identity stored in the checkpoint, else (older checkpoints) the config Hydra saved in the
-    run directory the checkpoint sits in."""
+    run directory the checkpoint sits in, read as another run's file (:mod:`lra.run_files`: bounded, with
+    references between its keys resolved and nothing else evaluated)."""
     if isinstance(ckpt.get(RUN_IDENTITY_KEY), dict):
         return ckpt[RUN_IDENTITY_KEY]
     hydra_config = Path(path).resolve().parent.parent / ".hydra" / "config.yaml"
-    if hydra_config.is_file():
-        try:
-            return run_identity(OmegaConf.load(hydra_config))
-        except Exception:  # unresolvable interpolations of another machine: no record
-            return None
-    return None
+    try:
+        saved = run_files.resolve_references(run_files.load_yaml(hydra_config))
+        attention = saved["attention"]
+        return {
+            "task": {"name": str(saved["task"]["name"])},
+            "attention": {k: v for k, v in attention.items() if k not in HOW_NOT_WHAT},
+            "model": saved["model"],
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no config this version can read
+        return None
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, str]:
@@ -79,9 +138,11 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, str]:
 
 
 def differences(saved: dict, current: dict) -> list[str]:
-    """``key: checkpoint value -> this run's value`` for every key that differs; a different task or
-    attention (``*.name``) first, since only the first few are listed and that says the most."""
-    a, b = _flatten(saved), _flatten(current)
+    """``key=checkpoint value vs this run's value`` for every key that differs; a different task or
+    attention (``*.name``) first, since only the first few are listed and that says the most. Only the
+    sections the checkpoint recorded are compared (older checkpoints recorded fewer)."""
+    a = _flatten({k: v for k, v in saved.items() if k in current})
+    b = _flatten({k: v for k, v in current.items() if k in saved})
     keys = sorted(set(a) | set(b), key=lambda k: (not k.endswith(".name"), k))
     return [f"{k}={a.get(k, '<unset>')} vs {b.get(k, '<unset>')}" for k in keys if a.get(k) != b.get(k)]
 
@@ -91,19 +152,20 @@ def _listed(items: list[str]) -> str:
     return ", ".join(items[:MAX_LISTED]) + more
 
 
-def check_identity(ckpt: dict, path: Path, cfg: DictConfig) -> None:
+def check_identity(ckpt: dict, path: Path, cfg: DictConfig, data_fingerprint: str | None = None) -> None:
     saved = recorded_identity(ckpt, path)
     if saved is None:
         raise CheckpointError(
             f"ckpt_path={path} records no task/attention/model config and has no .hydra/config.yaml beside "
-            f"its run, so it cannot be checked against this run; set resume_check=false to resume anyway"
+            f"its run, so it cannot be checked against this run; set resume_check=false to start a new run "
+            f"from its weights"
         )
-    diff = differences(saved, run_identity(cfg))
+    diff = differences(saved, run_identity(cfg, data_fingerprint))
     if diff:
         raise ConfigError(
-            f"ckpt_path={path} was trained with another configuration (checkpoint vs this run: "
-            f"{_listed(diff)}); resume with the same task, attention and model, or set resume_check=false "
-            f"to load its weights anyway (fine-tuning)"
+            f"ckpt_path={path} was trained with other settings (checkpoint vs this run: {_listed(diff)}); "
+            f"resume with the same settings, or set resume_check=false to start a new run from its "
+            f"weights (fine-tuning)"
         )
 
 
@@ -128,11 +190,22 @@ def check_exists(path: Path) -> None:
         raise ConfigError(f"ckpt_path={path} does not exist; point it at <run dir>/checkpoints/last.ckpt")
 
 
-def check_resume(path: Path, cfg: DictConfig, model_state: dict[str, torch.Tensor]) -> None:
-    """Everything that must hold before Lightning loads ``path`` into this run."""
+def check_checkpoint(
+    path: Path,
+    cfg: DictConfig,
+    model_state: dict[str, torch.Tensor],
+    data_fingerprint: str | None = None,
+) -> dict[str, Any]:
+    """Everything that must hold before ``path`` is loaded into this run; returns its content.
+    For a resume (``resume_check``, training), also that the best checkpoint it names is there."""
     path = Path(path)
     check_exists(path)
     ckpt = load_checkpoint(path)
     if cfg.get("resume_check", True):
-        check_identity(ckpt, path, cfg)
+        check_identity(ckpt, path, cfg, data_fingerprint)
     check_shapes(ckpt["state_dict"], model_state, path)
+    if cfg.get("resume_check", True) and cfg.get("train", True):
+        state = best_state(ckpt)
+        if state is not None:
+            inherited_best(state, path)
+    return ckpt

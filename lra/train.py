@@ -1,9 +1,13 @@
-"""One run, as the experiment reads: compose the pieces named by the config, fit, test at the best
-checkpoint.
+"""One run, as the experiment reads: claim a run directory, compose the pieces named by the config,
+fit, test at the best checkpoint.
 
 Whatever happens, the run's ``results.json`` (:class:`lra.results.RunRecord`, its lifecycle in
 :func:`recorded`) says what it is: ``completed``, ``failed`` (with the error) or ``interrupted``
-(Ctrl-C), with the best validation accuracy and checkpoint reached so far.
+(Ctrl-C or SIGTERM, :mod:`lra.interrupts`), with the best validation accuracy and checkpoint reached
+so far and, for an interrupted run, the checkpoint to resume from.
+
+A ``ckpt_path`` is used in one of three ways: resumed (the same experiment continued, its best carried
+over), as the starting weights of a new run (``resume_check=false``), or tested (``train=false``).
 """
 
 from __future__ import annotations
@@ -25,17 +29,25 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks.progress import ProgressBar
 
 from lra import results
-from lra.checkpointing import AtomicCheckpointIO, BestCheckpoint
+from lra.checkpointing import (
+    AtomicCheckpointIO,
+    BestCheckpoint,
+    RollingCheckpoint,
+    best_state,
+    inherited_best,
+)
 from lra.config_checks import check_compatible, check_config, instantiate_checked
 from lra.console import quiet_third_party_notices
 from lra.errors import CheckpointError, ConfigError, LRAError
+from lra.interrupts import EXIT_CODES, StopSignals, describe
 from lra.loggers import build_loggers, close_loggers, describe_data, describe_run, log_summary
 from lra.metrics import logged_name, logged_values
 from lra.module import LRAModule
 from lra.provenance import git_commit, package_versions
 from lra.resources import apply_compute, pin_allocator, plan_compute
 from lra.results import RunRecord
-from lra.resume import check_exists, check_resume, run_identity
+from lra.resume import check_checkpoint, check_exists, run_identity
+from lra.run_dir import claim
 
 __all__ = ["ConfigError", "RunInterrupted", "build_attention", "build_model", "train"]
 
@@ -43,7 +55,11 @@ log = logging.getLogger(__name__)
 
 
 class RunInterrupted(LRAError):
-    """The user stopped the run (Ctrl-C); its results.json says ``interrupted``."""
+    """A signal (Ctrl-C, SIGTERM) stopped the run; its results.json says ``interrupted``."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_CODES["SIGINT"]):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def train(cfg: DictConfig, run_dir: Path, parallel_runs: int = 1) -> RunRecord:
@@ -52,14 +68,27 @@ def train(cfg: DictConfig, run_dir: Path, parallel_runs: int = 1) -> RunRecord:
     ``parallel_runs``: how many runs a parallel sweep executes at once (they share the cores)."""
     quiet_third_party_notices()
     run_dir = Path(run_dir)
-    with recorded(cfg, run_dir) as (record, experiment):
+    check_run_mode(cfg)
+    claim(run_dir, cfg)  # before anything is written into it
+    with StopSignals() as stop, recorded(cfg, run_dir, stop) as (record, experiment):
         compose(cfg, run_dir, experiment, record, parallel_runs)
         if cfg.get("train", True):
             fit(cfg, run_dir, experiment)
+            stop.raise_if_requested()  # a signal at the very last step: no test after it
         if cfg.get("test", True):
             test(cfg, experiment, record)
         summarise(experiment, record)
     return record
+
+
+def check_run_mode(cfg: DictConfig) -> None:
+    if not cfg.get("train", True) and not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "train=false tests a trained checkpoint, and none was given: add ckpt_path=<run dir>/checkpoints/"
+            "<name>.ckpt (or leave train=true)"
+        )
+    if not cfg.get("train", True) and not cfg.get("test", True):
+        raise ConfigError("train=false with test=false has nothing to do; set one of them to true")
 
 
 # -- the pieces a run is made of -------------------------------------------------------------------------
@@ -71,6 +100,9 @@ class Experiment:
     module: LRAModule | None = None
     trainer: pl.Trainer | None = None
     loggers: list = field(default_factory=list)
+    # (file, score, step) of the best checkpoint of the run this one resumes, until the best-checkpoint
+    # callback adopts it when training starts.
+    inherited: tuple | None = None
 
     def callbacks(self) -> list[pl.Callback]:
         return list(self.trainer.callbacks) if self.trainer is not None else []
@@ -141,7 +173,8 @@ def compute_plan(cfg: DictConfig, parallel_runs: int = 1):
 def compose(
     cfg: DictConfig, run_dir: Path, experiment: Experiment, record: RunRecord, parallel_runs: int = 1
 ):
-    """Check the config, then build data, model, callbacks, loggers and trainer from it."""
+    """Check the config, then build data, model, callbacks, loggers and trainer from it; check and
+    use the given checkpoint."""
     check_config(cfg)
     if cfg.get("ckpt_path"):
         check_exists(Path(cfg.ckpt_path))
@@ -154,12 +187,11 @@ def compose(
     record.data = experiment.datamodule.data_record()
     model = build_model(cfg)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
-    experiment.module = LRAModule(
-        model, num_classes=cfg.model.num_classes, run_identity=run_identity(cfg), **optim
-    )
+    identity = run_identity(cfg, record.data.get("fingerprint"))
+    experiment.module = LRAModule(model, num_classes=cfg.model.num_classes, run_identity=identity, **optim)
     record.metrics["params_total"] = sum(p.numel() for p in model.parameters())
     if cfg.get("ckpt_path"):
-        check_resume(Path(cfg.ckpt_path), cfg, experiment.module.state_dict())
+        use_checkpoint(cfg, experiment, record)
     callbacks = build_callbacks(cfg, run_dir)
     experiment.loggers = build_loggers(cfg.get("logger"), run_dir)
     experiment.trainer = build_trainer(cfg, run_dir, experiment.loggers, callbacks)
@@ -168,26 +200,53 @@ def compose(
     log_summary(experiment.loggers, {logged_name("params_total"): record.metrics["params_total"]}, step=0)
 
 
+def use_checkpoint(cfg: DictConfig, experiment: Experiment, record: RunRecord) -> None:
+    """Check ``ckpt_path`` against this run; a fine-tune loads its weights here (a resume and a test
+    leave the loading to Lightning)."""
+    path = Path(cfg.ckpt_path)
+    ckpt = check_checkpoint(path, cfg, experiment.module.state_dict(), record.data.get("fingerprint"))
+    if mode(cfg) == "resume":
+        state = best_state(ckpt)
+        experiment.inherited = inherited_best(state, path) if state is not None else None
+    elif mode(cfg) == "fine-tune":
+        experiment.module.load_state_dict(ckpt["state_dict"])
+
+
+def mode(cfg: DictConfig) -> str:
+    """How ``ckpt_path`` is used: ``resume``, ``fine-tune`` (resume_check=false), ``test`` (train=false),
+    or ``none``."""
+    if not cfg.get("ckpt_path"):
+        return "none"
+    if not cfg.get("train", True):
+        return "test"
+    return "resume" if cfg.get("resume_check", True) else "fine-tune"
+
+
 def fit(cfg: DictConfig, run_dir: Path, experiment: Experiment) -> None:
-    experiment.trainer.fit(
-        experiment.module, datamodule=experiment.datamodule, ckpt_path=cfg.get("ckpt_path")
-    )
+    trainer = experiment.trainer
+    resume = str(cfg.ckpt_path) if mode(cfg) == "resume" else None
+    trainer.fit(experiment.module, datamodule=experiment.datamodule, ckpt_path=resume, weights_only=True)
     # The final state, whatever the rolling checkpoint's schedule.
-    experiment.trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    rolling = next((c for c in trainer.callbacks if isinstance(c, RollingCheckpoint)), None)
+    if rolling is not None:
+        rolling.save(trainer)
+    else:
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
 
 
 def test(cfg: DictConfig, experiment: Experiment, record: RunRecord) -> None:
-    """Test the best checkpoint by validation (over the whole run, resumes included)."""
+    """Test the best checkpoint by validation (over the whole run, resumes included); a test-only run
+    (``train=false``) tests the checkpoint it was given."""
     take_best(record, experiment)
-    tested = tested_checkpoint(cfg, record)
+    tested = str(cfg.ckpt_path) if mode(cfg) == "test" else best_to_test(record)
     out = experiment.trainer.test(
-        experiment.module, datamodule=experiment.datamodule, ckpt_path=tested, verbose=True
+        experiment.module, datamodule=experiment.datamodule, ckpt_path=tested, verbose=True, weights_only=True
     )
     record.metrics["test_acc"] = float(out[0]["test/acc"]) if out else None
     record.tested_checkpoint = tested or "final weights"
 
 
-def tested_checkpoint(cfg: DictConfig, record: RunRecord) -> str | None:
+def best_to_test(record: RunRecord) -> str | None:
     best = record.best_checkpoint
     if best is not None and not Path(best).is_file():
         raise CheckpointError(
@@ -195,8 +254,6 @@ def tested_checkpoint(cfg: DictConfig, record: RunRecord) -> str | None:
             f"{record.best_step}) no longer exists, so the test accuracy at the best checkpoint cannot be "
             f"measured"
         )
-    if best is None and not cfg.get("train", True) and cfg.get("ckpt_path"):
-        return str(cfg.ckpt_path)  # test-only run of a given checkpoint
     if best is None:
         log.warning("no validation ran, so there is no best checkpoint: testing the final weights")
     return best
@@ -219,20 +276,23 @@ def take_best(record: RunRecord, experiment: Experiment) -> None:
     if experiment.trainer is not None:
         record.metrics["global_step"] = int(experiment.trainer.global_step)
     best = next((c for c in experiment.callbacks() if isinstance(c, BestCheckpoint)), None)
-    if best is None:
+    if best is not None and best.best_model_score is not None:
+        found = (best.best_model_path, best.best_model_score, best.best_step)
+    else:  # not adopted yet (stopped before training started), or no validation since
+        found = experiment.inherited
+    if found is None:
         return
-    record.best_checkpoint = best.best_model_path or None
-    record.best_step = best.best_step
-    if best.best_model_score is not None:
-        record.metrics["best_val_acc"] = float(best.best_model_score)
+    path, score, step = found
+    record.best_checkpoint, record.best_step = path or None, step
+    record.metrics["best_val_acc"] = float(score)
 
 
 # -- the record's lifecycle ---------------------------------------------------------------------------
 @contextmanager
-def recorded(cfg: DictConfig, run_dir: Path) -> Iterator[tuple[RunRecord, Experiment]]:
+def recorded(cfg: DictConfig, run_dir: Path, stop: StopSignals) -> Iterator[tuple[RunRecord, Experiment]]:
     """A run's record from start to file: ``failed`` until the block completes; the error of a failed
-    run, or ``interrupted`` after Ctrl-C; completed with the best reached, written to results.json and
-    the loggers closed whatever happens."""
+    run, or ``interrupted`` after a stop signal (with what to resume from); completed with the best
+    reached, written to results.json and the loggers closed whatever happens."""
     started = time.time()
     record = start_record(cfg, run_dir, started)
     experiment = Experiment()
@@ -243,15 +303,28 @@ def recorded(cfg: DictConfig, run_dir: Path) -> Iterator[tuple[RunRecord, Experi
         if _interrupted(exc, experiment.trainer):
             record.status = "interrupted"
             step = experiment.trainer.global_step if experiment.trainer is not None else 0
-            record.error = f"interrupted by the user (Ctrl-C) at step {step}"
+            record.error = f"{describe(stop.name)} at step {step}"
             raise RunInterrupted(
-                f"{record.error}; results.json records it and the checkpoints written so far are kept: "
-                f"resume with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+                f"{record.error}; results.json records it. {resume_hint(cfg, run_dir)}",
+                exit_code=EXIT_CODES.get(stop.name or "SIGINT", 130),
             ) from exc
         record.error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         finish(record, experiment, started, run_dir)
+
+
+def resume_hint(cfg: DictConfig, run_dir: Path) -> str:
+    """What to run to continue an interrupted run: the checkpoint it wrote, else the one it started
+    from, else nothing."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if mode(cfg) == "test":
+        return "Nothing was trained; run the same command again to test the checkpoint"
+    if last.is_file():
+        return f"Resume with ckpt_path={last}"
+    if cfg.get("ckpt_path"):
+        return f"No checkpoint was written yet; resume with ckpt_path={cfg.ckpt_path} as before"
+    return "No checkpoint was written yet; start the run again"
 
 
 def start_record(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
@@ -262,7 +335,9 @@ def start_record(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
         config=OmegaConf.to_container(cfg, resolve=True),
         started_at=_iso(started),
         finished_at=_iso(started),
-        resumed_from=str(cfg.ckpt_path) if cfg.get("ckpt_path") else None,
+        resumed_from=str(cfg.ckpt_path) if mode(cfg) == "resume" else None,
+        initialized_from=str(cfg.ckpt_path) if mode(cfg) == "fine-tune" else None,
+        kind="evaluation" if mode(cfg) == "test" else "training",
         run_dir=str(run_dir),
         versions=package_versions(),
         git_commit=git_commit(),
@@ -297,7 +372,8 @@ def write_record(run_dir: Path, record: RunRecord) -> None:
 
 
 def _interrupted(exc: BaseException, trainer: pl.Trainer | None) -> bool:
-    # Lightning turns Ctrl-C inside fit/test into SystemExit(1) after marking the trainer interrupted.
+    # Lightning turns Ctrl-C inside fit/test into SystemExit(1), and stops on SIGTERM with a SystemExit
+    # of its own, after marking the trainer interrupted.
     if isinstance(exc, KeyboardInterrupt):
         return True
     return isinstance(exc, SystemExit) and trainer is not None and trainer.interrupted

@@ -1,0 +1,287 @@
+"""A run's lifecycle under faults, case by case (docs/reliability.md): stop signals keep every step and
+name themselves, a resume is the run it continues or is refused, a checkpoint is used in exactly the
+way asked (resumed, fine-tuned from, tested), a crafted checkpoint never runs code, a run directory
+holds one run. In this process (signals included) for speed; tests/test_reliability_kill_resume.py
+covers SIGKILL and random points through the command line."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import lra.train
+from lra import checkpointing
+from lra.errors import CheckpointError, ConfigError
+from lra.interrupts import Stopped, StopSignals
+from lra.train import RunInterrupted
+from tests.conftest import OFFLINE_ENV, REPO
+from tests.fault_injection import install
+from tests.run_helpers import read_record, train_here
+from tests.test_reliability_kill_resume import learnable_listops
+
+SAME = ("global_step", "best_val_acc", "best_step", "test_acc")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, list[str]]:
+    base = tmp_path_factory.mktemp("lifecycle")
+    args = learnable_listops(base / "data")
+    train_here(base / "reference", *args)
+    return base / "reference", args
+
+
+@pytest.fixture(autouse=True)
+def _restore_sigint():
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+def same(a: Path, b: Path) -> bool:
+    ra, rb = read_record(a), read_record(b)
+    return {k: ra[k] for k in SAME} == {k: rb[k] for k in SAME}
+
+
+def interrupted(run_dir: Path, *args: str, fault: str, monkeypatch) -> RunInterrupted:
+    install(fault, monkeypatch.setattr)
+    with pytest.raises(RunInterrupted) as err:
+        train_here(run_dir, *args)
+    monkeypatch.undo()
+    return err.value
+
+
+# -- stop signals ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_signal_keeps_every_step_made_and_names_itself(reference, tmp_path, monkeypatch, sig, code):
+    """Between checkpoints (every 3 steps, validation every 4): the step in progress finishes and is
+    saved, the record says which signal it was, and the resumed run ends as the uninterrupted one."""
+    ref, args = reference
+    err = interrupted(tmp_path / "a", *args, fault=f"{sig}@step:13", monkeypatch=monkeypatch)
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert err.exit_code == code and f"Resume with ckpt_path={last}" in str(err)
+    assert torch.load(last, weights_only=True)["global_step"] == 14  # nothing after step 12 was lost
+    record = read_record(tmp_path / "a")
+    assert record["status"] == "interrupted" and record["global_step"] == 14
+    assert ("Ctrl-C (SIGINT)" if sig == "SIGINT" else "stopped by SIGTERM") in record["error"]
+    train_here(tmp_path / "b", *args, f"ckpt_path={last}")
+    assert same(tmp_path / "b", ref)
+
+
+def test_ctrl_c_inside_a_validation_finishes_it_before_stopping(reference, tmp_path, monkeypatch):
+    ref, args = reference
+    best = read_record(ref)["best_step"]
+    interrupted(tmp_path / "a", *args, fault=f"SIGINT@val:{best}:1", monkeypatch=monkeypatch)
+    record = read_record(tmp_path / "a")
+    assert record["global_step"] == best and record["best_step"] == best  # the validation counted
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    train_here(tmp_path / "b", *args, f"ckpt_path={last}")
+    assert same(tmp_path / "b", ref)
+
+
+def test_second_ctrl_c_stops_at_once():
+    with StopSignals() as stop:
+        stop.deferring = True  # as while training on one device
+        stop.handle(signal.SIGINT, None)  # the first waits for the step to end
+        assert stop.requested
+        with pytest.raises(Stopped):
+            stop.handle(signal.SIGINT, None)
+    with StopSignals() as stop, pytest.raises(Stopped):  # outside training: at once
+        stop.handle(signal.SIGTERM, None)
+
+
+def test_resumed_run_stopped_before_its_first_checkpoint_keeps_the_best_and_says_where_to_resume(
+    reference, tmp_path, monkeypatch
+):
+    ref, args = reference
+    train_here(tmp_path / "a", *args, "trainer.max_steps=18")
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    build = lra.train.build_callbacks
+
+    def signal_while_building(cfg, run_dir):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return build(cfg, run_dir)
+
+    monkeypatch.setattr(lra.train, "build_callbacks", signal_while_building)
+    with pytest.raises(RunInterrupted, match=f"resume with ckpt_path={ckpt} as before") as err:
+        train_here(tmp_path / "b", *args, f"ckpt_path={ckpt}")
+    assert err.value.exit_code == 143
+    record, first = read_record(tmp_path / "b"), read_record(tmp_path / "a")
+    assert record["status"] == "interrupted" and record["best_val_acc"] == first["best_val_acc"]
+    assert record["best_step"] == first["best_step"] and Path(record["best_checkpoint"]).is_file()
+
+
+# -- checkpoint writes that fail -----------------------------------------------------------------------
+def test_failed_best_checkpoint_write_keeps_the_previous_best(reference, tmp_path, monkeypatch):
+    """torch's writer reports a full disk as a RuntimeError; the best it was writing never existed, so
+    the record names the one before, which does."""
+    _, args = reference
+    save, bests = checkpointing.AtomicCheckpointIO.save_checkpoint, []
+
+    def torch_out_of_space(f, checkpoint):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    def second_best_fails(self, checkpoint, path, storage_options=None):
+        bests.extend([path] if "best-step" in Path(path).name else [])
+        with monkeypatch.context() as m:
+            if len(bests) == 2 and bests[-1] == path:
+                m.setattr(checkpointing, "_write", torch_out_of_space)
+            save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(checkpointing.AtomicCheckpointIO, "save_checkpoint", second_best_fails)
+    with pytest.raises(CheckpointError, match="could not write checkpoint .*best-step.*file write failed"):
+        train_here(tmp_path / "a", *args)
+    record = read_record(tmp_path / "a")
+    assert record["status"] == "failed" and record["best_step"] == 4
+    assert (
+        Path(record["best_checkpoint"]).name == "best-step4.ckpt"
+        and Path(record["best_checkpoint"]).is_file()
+    )
+    assert not [p for p in (tmp_path / "a" / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+# -- what a resume must match ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ("seed=1", "seed=0 vs 1"),
+        ("data.batching=bucketed", "data.batching"),
+        ("trainer.precision=bf16-mixed", "trainer.precision"),
+        ("optim.lr=1e-3", "optim.lr"),
+        ("data.generate.num_train=150", "data.fingerprint"),
+    ],
+    ids=["seed", "batching", "precision", "lr", "other-data"],
+)
+def test_a_resume_with_other_settings_is_refused(reference, tmp_path, change, key):
+    ref, args = reference
+    with pytest.raises(ConfigError, match="was trained with other settings") as err:
+        train_here(tmp_path / "a", *args, change, f"ckpt_path={ref / 'checkpoints' / 'last.ckpt'}")
+    assert key in str(err.value) and "resume_check=false" in str(err.value)
+
+
+def test_the_same_data_in_another_folder_resumes(reference, tmp_path):
+    ref, args = reference
+    moved = [*args, f"data_dir={tmp_path / 'elsewhere'}"]  # generated again there: the same content
+    record = train_here(tmp_path / "a", *moved, f"ckpt_path={ref / 'checkpoints' / 'last.ckpt'}")
+    assert record.status == "completed"
+
+
+def test_resuming_with_fewer_steps_keeps_the_best_and_tests_it(reference, tmp_path):
+    """A checkpoint past the new max_steps trains no further; its best is still the run's."""
+    ref, args = reference
+    train_here(
+        tmp_path / "a", *args, "trainer.max_steps=20", f"ckpt_path={ref / 'checkpoints' / 'last.ckpt'}"
+    )
+    assert same(tmp_path / "a", ref)
+
+
+def test_missing_best_checkpoint_is_refused_before_training(reference, tmp_path):
+    _, args = reference
+    train_here(tmp_path / "a", *args, "trainer.max_steps=18")
+    record = read_record(tmp_path / "a")
+    Path(record["best_checkpoint"]).unlink()
+    with pytest.raises(CheckpointError, match="neither beside it nor at"):
+        train_here(tmp_path / "b", *args, f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}")
+    assert read_record(tmp_path / "b")["global_step"] == 0
+
+
+def test_a_moved_run_directory_resumes(reference, tmp_path):
+    ref, args = reference
+    train_here(tmp_path / "a", *args, "trainer.max_steps=18")
+    (tmp_path / "a").rename(tmp_path / "moved")
+    train_here(tmp_path / "b", *args, f"ckpt_path={tmp_path / 'moved' / 'checkpoints' / 'last.ckpt'}")
+    assert same(tmp_path / "b", ref)
+    assert Path(read_record(tmp_path / "b")["tested_checkpoint"]).parent == tmp_path / "b" / "checkpoints"
+
+
+# -- the three uses of a checkpoint ------------------------------------------------------------------
+def test_train_false_needs_a_checkpoint_and_tests_exactly_it(reference, tmp_path):
+    ref, args = reference
+    with pytest.raises(ConfigError, match="train=false tests a trained checkpoint"):
+        train_here(tmp_path / "a", *args, "train=false")
+    last = ref / "checkpoints" / "last.ckpt"
+    record = train_here(tmp_path / "b", *args, "train=false", f"ckpt_path={last}")
+    assert record.kind == "evaluation" and record.resumed_from is None
+    assert record.tested_checkpoint == str(last) and record.metrics["best_val_acc"] is None
+
+
+def test_fine_tuning_starts_a_new_run_from_the_weights(reference, tmp_path):
+    ref, args = reference
+    last = ref / "checkpoints" / "last.ckpt"
+    record = train_here(tmp_path / "a", *args, "optim.lr=1e-3", "resume_check=false", f"ckpt_path={last}")
+    assert record.initialized_from == str(last) and record.resumed_from is None
+    assert record.metrics["global_step"] == read_record(ref)["global_step"]  # all its own steps
+    assert Path(record.best_checkpoint).parent == tmp_path / "a" / "checkpoints"  # no inherited best
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.makedirs, (os.environ["LRA_TEST_PAYLOAD"],))
+
+
+@pytest.mark.parametrize(
+    "use", [[], ["train=false"], ["resume_check=false"]], ids=["resume", "test", "fine-tune"]
+)
+def test_a_crafted_checkpoint_never_runs_code(reference, tmp_path, monkeypatch, use):
+    ref, args = reference
+    marker = tmp_path / "payload-ran"
+    monkeypatch.setenv("LRA_TEST_PAYLOAD", str(marker))
+    ckpt = torch.load(ref / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["callbacks"]["extra"] = Payload()
+    torch.save(ckpt, tmp_path / "crafted.ckpt")
+    with pytest.raises(CheckpointError, match="could run code, so it was not loaded"):
+        train_here(tmp_path / "a", *args, *use, f"ckpt_path={tmp_path / 'crafted.ckpt'}")
+    assert not marker.exists()
+
+
+# -- one run per run directory -----------------------------------------------------------------------
+def test_a_finished_runs_directory_is_refused_and_left_as_it_was(reference, tmp_path):
+    ref, args = reference
+    before = {p: p.read_bytes() for p in (ref / "results.json", ref / ".hydra" / "config.yaml")}
+    with pytest.raises(ConfigError, match="already belongs to another run"):
+        train_here(ref, *args)
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_runs_started_together_get_folders_of_their_own(reference, tmp_path):
+    _, args = reference
+    env = {**os.environ, **OFFLINE_ENV, "WANDB_DIR": str(tmp_path)}
+    cmd = [sys.executable, str(REPO / "run.py"), *args, "trainer.max_steps=2", "test=false"]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    runs = sorted((tmp_path / "outputs" / "runs").glob("*/*/*/*/results.json"))
+    assert len(runs) == 2 and all(read_record(r.parent)["status"] == "completed" for r in runs)
+
+
+def test_a_claimed_folder_is_refused(tmp_path):
+    from lra.run_dir import claim
+    from tests.run_helpers import compose_run
+
+    cfg = compose_run()
+    claim(tmp_path / "run", cfg)
+    with pytest.raises(ConfigError, match=r"already belongs to another run \(it holds .hydra\)"):
+        claim(tmp_path / "run", cfg)
+
+
+def test_enospc_is_named(tmp_path):
+    from lra.checkpointing import AtomicCheckpointIO
+
+    def no_space(f, checkpoint):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    io = AtomicCheckpointIO()
+    original, checkpointing._write = checkpointing._write, no_space
+    try:
+        with pytest.raises(CheckpointError, match="No space left on device"):
+            io.save_checkpoint({"step": 1}, tmp_path / "last.ckpt")
+    finally:
+        checkpointing._write = original
