@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -134,12 +135,10 @@ class BestCheckpoint(ModelCheckpoint):
         return {**super().state_dict(), "best_step": self.best_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
-            super().load_state_dict(state_dict)
-            self.best_step = state_dict.get("best_step")
-            self._confirmed = (self.best_model_path, self.best_model_score, self.best_step)
-        else:  # adopted in on_fit_start, where the trainer is known (rank, barrier)
-            self._inherited = state_dict
+        # Adopted in on_fit_start, where the trainer (rank, barrier, the checkpoint's path) is known.
+        # Also when the recorded folder is this one: a run directory moved away and a new run started
+        # under its old name holds none of its files.
+        self._inherited = state_dict
 
     # -- a best that exists ---------------------------------------------------------------------------
     def _save_checkpoint(self, trainer, filepath: str) -> None:
@@ -183,7 +182,7 @@ class BestCheckpoint(ModelCheckpoint):
             return
         old, score, step = found
         path = os.path.join(str(self.dirpath), os.path.basename(old))
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and os.path.realpath(old) != os.path.realpath(path):
             copy_atomically(Path(old), Path(path))
         trainer.strategy.barrier("adopt best checkpoint")
         self._set_best(path, score, step)
@@ -199,28 +198,51 @@ def best_state(ckpt: dict) -> dict | None:
     return None
 
 
+def _score(value) -> float | None:
+    """A saved best score as a float, or None when it is no finite number."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def inherited_best(state: dict, resumed_from: str | os.PathLike | None) -> tuple[str, Any, int | None] | None:
-    """(file, score, step) of the best checkpoint a saved state names, the file looked for beside the
-    checkpoint being resumed first (the run directory may have moved), then where it was written.
-    None if the state names no best; a ``CheckpointError`` if the file is in neither place."""
+    """(file, score, step) of the best checkpoint a saved state names. The file is looked for beside
+    the checkpoint being resumed (as given, then where a link to it leads: the run directory may have
+    moved), then where it was written if that is a run's ``checkpoints`` folder; it must be a ``.ckpt``
+    file. None if the state names no best; a ``CheckpointError`` if it names one that is not there, or
+    a score that is no number."""
     old, score = state.get("best_model_path"), state.get("best_model_score")
     if not old or score is None:
         return None
-    candidates = [Path(old)]
+    name = Path(str(old)).name
+    if _score(score) is None or not name.endswith(".ckpt"):
+        raise CheckpointError(
+            f"the checkpoint {resumed_from} names a best checkpoint {str(old)[:200]!r} with score "
+            f"{str(score)[:40]!r}, which no run of this harness writes; it cannot be resumed"
+        )
+    candidates = []
     if resumed_from is not None:
-        candidates.insert(0, Path(resumed_from).parent / Path(old).name)
+        candidates += [Path(resumed_from).parent / name, Path(resumed_from).resolve().parent / name]
+    if Path(str(old)).parent.name == "checkpoints":
+        candidates.append(Path(str(old)))
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise CheckpointError(
-            f"the checkpoint {resumed_from} names its best checkpoint {Path(old).name} (val/acc "
-            f"{float(score):.4f}), which is neither beside it nor at {old}; put that file back beside "
+            f"the checkpoint {resumed_from} names its best checkpoint {name} (val/acc "
+            f"{_score(score):.4f}), which is neither beside it nor at {old}; put that file back beside "
             f"the checkpoint, or the resumed run could not test the best checkpoint"
         )
     step = state.get("best_step")
     if step is None:  # written before best_step was recorded: the file name has it
         found = re.search(r"step(\d+)", path.name)
         step = int(found.group(1)) if found else None
-    return str(path), score, step
+    elif isinstance(step, bool) or not isinstance(step, int):
+        raise CheckpointError(
+            f"the checkpoint {resumed_from} records a best step {str(step)[:40]!r}; it cannot be resumed"
+        )
+    return str(path), _score(score), step
 
 
 class RollingCheckpoint(Checkpoint):
@@ -241,12 +263,29 @@ class RollingCheckpoint(Checkpoint):
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.every = int(every_n_train_steps)
         self._saved_to_stop = False  # a stop was asked for and last.ckpt written for it
+        self._saved_step: int | None = None  # the global step last.ckpt was last written at
+        self._stepped = False  # whether this process trained a step
 
     def save(self, trainer: pl.Trainer) -> None:
         trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, BestCheckpoint):
                 callback.purge_superseded(trainer)
+
+    def finish(self, trainer: pl.Trainer, resumed_from: str | None) -> None:
+        """The final state once training has ended. Not written again where last.ckpt already holds
+        this step: a state saved once fit has returned from a validation step resumes with the step
+        counter of the loggers one ahead. A resumed run that trained no step keeps the checkpoint it
+        resumed (copied), which is that very state."""
+        if self._saved_step == trainer.global_step:
+            return
+        if not self._stepped and resumed_from is not None:
+            if trainer.is_global_zero and os.path.realpath(resumed_from) != os.path.realpath(self.path):
+                copy_atomically(Path(resumed_from), self.path)
+            trainer.strategy.barrier("copy the resumed checkpoint")
+            return
+        self.save(trainer)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         order = trainer.callbacks
@@ -271,6 +310,7 @@ class RollingCheckpoint(Checkpoint):
             raise interrupts.Stopped(stop.name)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._stepped = True
         if validates_after_this_batch(trainer):
             return  # saved (and stopped, if asked to) once the validation has ended
         stopping = self._stopping()

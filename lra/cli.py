@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -12,6 +13,8 @@ from omegaconf import DictConfig
 
 from lra.errors import LRAError
 from lra.module import NonFiniteLossError
+from lra.run_dir import RunDirectoryTaken
+from lra.sweep import note_refused
 from lra.train import RunInterrupted, train
 
 log = logging.getLogger("lra")
@@ -49,6 +52,12 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     except RunInterrupted as exc:  # a sweep stops too: Ctrl-C and SIGTERM mean stop
         print(f"interrupted: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except RunDirectoryTaken as exc:  # not a word into the other run's folder (its run.log included)
+        print(f"error: {exc}", file=sys.stderr)
+        if multirun:  # the sweep still exits 1 at its end, listing this run
+            note_refused(Path(hc.sweep.dir), Path(hc.runtime.output_dir), str(exc))
+            return None
+        sys.exit(1)
     except USER_ERRORS as exc:
         _traceback_to_log_file(exc)
         if multirun:  # one failed run must not stop the sweep; results.json records the failure

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,12 @@ class NonFiniteLossError(RuntimeError):
 # Checkpoint key under which a run's task, attention and model config are stored, so that resuming
 # can refuse a checkpoint of another configuration whose parameter names happen to coincide.
 RUN_IDENTITY_KEY = "lra_run_identity"
+# Checkpoint key of the threads the run computed with: a resumed run takes the same number when the
+# config leaves it open, since another thread count sums floats in another order.
+COMPUTE_KEY = "lra_compute"
+# Checkpoint key of what a resumed run carries on: the checkpoint a fine-tune started from, and the
+# wall time the run has taken so far.
+ORIGIN_KEY = "lra_origin"
 
 
 class LRAModule(LightningModule):
@@ -48,6 +55,10 @@ class LRAModule(LightningModule):
         self.save_hyperparameters(ignore=["model", "run_identity"])
         self.model = model
         self.run_identity = run_identity
+        self.compute: dict | None = None  # the run's threads and workers (lra.resources), set by lra.train
+        self.initialized_from: str | None = None  # the checkpoint a fine-tune started from
+        self.wall_time_before = 0.0  # seconds the run took before this process resumed it
+        self._started = time.time()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -103,6 +114,12 @@ class LRAModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_identity is not None:
             checkpoint[RUN_IDENTITY_KEY] = self.run_identity
+        if self.compute is not None:
+            checkpoint[COMPUTE_KEY] = self.compute
+        checkpoint[ORIGIN_KEY] = {
+            "initialized_from": self.initialized_from,
+            "wall_time_s": self.wall_time_before + time.time() - self._started,
+        }
 
     def configure_optimizers(self):
         hp = self.hparams

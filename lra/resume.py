@@ -161,6 +161,14 @@ def check_identity(ckpt: dict, path: Path, cfg: DictConfig, data_fingerprint: st
             f"from its weights"
         )
     diff = differences(saved, run_identity(cfg, data_fingerprint))
+    if len(diff) == 1 and diff[0].startswith("optim.total_steps="):
+        planned = diff[0].split("=", 1)[1].split(" vs ")[0]
+        raise ConfigError(
+            f"ckpt_path={path} was trained with a learning-rate schedule of {planned} steps, and "
+            f"trainer.max_steps changes it to {diff[0].split(' vs ')[-1]}; to train it further on its own "
+            f"schedule add optim.total_steps={planned}, or set resume_check=false to start a new run from "
+            f"its weights"
+        )
     if diff:
         raise ConfigError(
             f"ckpt_path={path} was trained with other settings (checkpoint vs this run: {_listed(diff)}); "
@@ -206,6 +214,10 @@ def check_checkpoint(
     check_shapes(ckpt["state_dict"], model_state, path)
     if cfg.get("resume_check", True) and cfg.get("train", True):
         state = best_state(ckpt)
-        if state is not None:
-            inherited_best(state, path)
+        found = inherited_best(state, path) if state is not None else None
+        if found is not None:  # the file the resumed run will test: a whole, safe checkpoint too
+            try:
+                check_shapes(load_checkpoint(Path(found[0]))["state_dict"], model_state, Path(found[0]))
+            except CheckpointError as exc:
+                raise CheckpointError(f"the best checkpoint of {path} cannot be used: {exc}") from None
     return ckpt

@@ -3,8 +3,9 @@
 Two runs that shared a folder would overwrite each other's record, mix their checkpoints and fight
 over one CSV log. The default folder names are unique per start (``conf/config.yaml`` puts the
 microsecond in them), and a run claims its folder by creating ``.hydra/`` in it, which only one
-process can do (``mkdir`` is atomic). A folder already claimed, or one holding another run's record
-or checkpoints, is refused in one line before anything in it changes.
+process can do (``mkdir`` is atomic). A folder already claimed, one holding anything but Hydra's
+``run.log`` (another run's record or checkpoints, other runs, a user's files), or a folder inside
+another run's is refused in one line before anything in it changes.
 
 Hydra's own copy of the config is switched off (``hydra.output_subdir: null``), since Hydra would
 write it before any check; the claim writes the same three files once it holds the folder. Under DDP
@@ -13,6 +14,7 @@ only rank 0 claims: the other ranks are started by Lightning into the same folde
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,9 +22,16 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lra.errors import ConfigError
 
+
+class RunDirectoryTaken(ConfigError):
+    """The folder belongs to another run (or holds other things): nothing was written into it."""
+
+
 CLAIM = ".hydra"
 # What a run leaves in its folder: any of these means the folder belongs to a run already.
 RUN_FILES = ("results.json", "checkpoints", "csv", "wandb")
+# The log Hydra opens in the folder before any of our code runs.
+HYDRA_LOG = "run.log"
 
 
 def claim(run_dir: Path, cfg: DictConfig) -> None:
@@ -31,8 +40,21 @@ def claim(run_dir: Path, cfg: DictConfig) -> None:
         return
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"hydra.run.dir={run_dir} is a file; give a folder for the run")
+        raise RunDirectoryTaken(f"hydra.run.dir={run_dir} is a file; give a folder for the run")
     taken = [name for name in (CLAIM, *RUN_FILES) if (run_dir / name).exists()]
+    inside = next((p for p in run_dir.resolve().parents if (p / CLAIM / "config.yaml").is_file()), None)
+    if inside is not None:
+        raise RunDirectoryTaken(
+            f"the run directory {run_dir} is inside the folder of another run ({inside}); name a folder "
+            f"outside it"
+        )
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != HYDRA_LOG) if run_dir.is_dir() else []
+    if others and not taken:
+        raise RunDirectoryTaken(
+            f"the run directory {run_dir} is not empty (it holds {', '.join(others[:4])}"
+            f"{' and more' if len(others) > 4 else ''}); a run starts in a new or empty folder: leave "
+            f"hydra.run.dir at its default (unique per run) or name a new folder"
+        )
     if not taken:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -40,12 +62,21 @@ def claim(run_dir: Path, cfg: DictConfig) -> None:
         except FileExistsError:  # another process claimed it a moment ago
             taken = [CLAIM]
         except OSError as exc:
-            raise ConfigError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+            raise RunDirectoryTaken(
+                f"cannot create the run directory {run_dir}: {exc.strerror or exc}"
+            ) from None
     if taken:
-        raise ConfigError(
+        last = run_dir / "checkpoints" / "last.ckpt"
+        requeued = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0") and last.is_file()
+        fix = (
+            f"this looks like a requeued SLURM job: start it again with ckpt_path={last} (it resumes "
+            f"in a new folder)"
+            if requeued
+            else "leave hydra.run.dir at its default (unique per run) or name a new folder"
+        )
+        raise RunDirectoryTaken(
             f"the run directory {run_dir} already belongs to another run (it holds {', '.join(taken)}); "
-            f"each run needs a folder of its own: leave hydra.run.dir at its default (unique per run) or "
-            f"name a new folder"
+            f"each run needs a folder of its own: {fix}"
         )
     _save_configs(run_dir / CLAIM, cfg)
 

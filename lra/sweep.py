@@ -8,6 +8,7 @@ did not complete, listing them, so scripts and CI notice.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,9 +16,40 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+# Runs of a sweep that were refused before they could write a record in their own folder (a folder
+# that belongs to another run) are listed here, one line each: "<time> <run dir>: <error>".
+REFUSED = ".lra-refused-runs.txt"
+
+
+def note_refused(sweep_dir: Path, run_dir: Path, error: str) -> None:
+    """Add a refused run to the sweep's list (one short append: the parallel jobs do not mix lines)."""
+    line = f"{time.time():.3f} {run_dir}: {' '.join(error.split())}\n"
+    fd = os.open(Path(sweep_dir) / REFUSED, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def refused_runs(sweep_dir: Path, since: float) -> list[str]:
+    try:
+        lines = (Path(sweep_dir) / REFUSED).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        stamp, _, rest = line.partition(" ")
+        try:
+            if float(stamp) >= since:
+                out.append(f"{rest.split(': ', 1)[0]}: refused: {rest.split(': ', 1)[-1]}")
+        except ValueError:
+            continue
+    return out
+
 
 def unfinished_runs(sweep_dir: Path, since: float) -> tuple[int, list[str]]:
-    """(runs of the sweep started at or after ``since``, one line per run that did not complete)."""
+    """(runs of the sweep started at or after ``since``, one line per run that did not complete),
+    refused runs included."""
     # Imported here: this callback is built for every run, and the dashboard's modules are heavy.
     from lra.compare.collect import HYDRA_CONFIG, find_run_dirs, read_run
 
@@ -30,7 +62,8 @@ def unfinished_runs(sweep_dir: Path, since: float) -> tuple[int, list[str]]:
         run = read_run(run_dir)
         if not run.ok:
             failed.append(f"{run_dir}: {run.record.status if run.record else 'failed'}: {run.error}")
-    return runs, failed
+    refused = refused_runs(sweep_dir, since)
+    return runs + len(refused), failed + refused
 
 
 class FailedRunsExit(Callback):

@@ -42,11 +42,11 @@ from lra.errors import CheckpointError, ConfigError, LRAError
 from lra.interrupts import EXIT_CODES, StopSignals, describe
 from lra.loggers import build_loggers, close_loggers, describe_data, describe_run, log_summary
 from lra.metrics import logged_name, logged_values
-from lra.module import LRAModule
+from lra.module import COMPUTE_KEY, ORIGIN_KEY, LRAModule
 from lra.provenance import git_commit, package_versions
-from lra.resources import apply_compute, pin_allocator, plan_compute
+from lra.resources import apply_compute, machine_cores, pin_allocator, plan_compute
 from lra.results import RunRecord
-from lra.resume import check_checkpoint, check_exists, run_identity
+from lra.resume import check_checkpoint, check_exists, load_checkpoint, run_identity
 from lra.run_dir import claim
 
 __all__ = ["ConfigError", "RunInterrupted", "build_attention", "build_model", "train"]
@@ -68,7 +68,6 @@ def train(cfg: DictConfig, run_dir: Path, parallel_runs: int = 1) -> RunRecord:
     ``parallel_runs``: how many runs a parallel sweep executes at once (they share the cores)."""
     quiet_third_party_notices()
     run_dir = Path(run_dir)
-    check_run_mode(cfg)
     claim(run_dir, cfg)  # before anything is written into it
     with StopSignals() as stop, recorded(cfg, run_dir, stop) as (record, experiment):
         compose(cfg, run_dir, experiment, record, parallel_runs)
@@ -153,15 +152,16 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers, callbacks) -> pl.Trai
     )
 
 
-def compute_plan(cfg: DictConfig, parallel_runs: int = 1):
-    """Threads and loader workers for this run (see :mod:`lra.resources`)."""
+def compute_plan(cfg: DictConfig, parallel_runs: int = 1, threads: int | None = None):
+    """Threads and loader workers for this run (see :mod:`lra.resources`); ``threads`` when the config
+    leaves them open (a resumed run's)."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     devices = cfg.trainer.get("devices", 1)
     ddp = "ddp" in str(cfg.trainer.get("strategy", "auto"))
     processes = devices if (ddp and not gpu and isinstance(devices, int)) else 1
     return plan_compute(
-        cfg.get("threads"),
+        cfg.get("threads") or threads,
         cfg.data.get("num_workers"),
         gpu=gpu,
         parallel_runs=parallel_runs,
@@ -175,11 +175,12 @@ def compose(
 ):
     """Check the config, then build data, model, callbacks, loggers and trainer from it; check and
     use the given checkpoint."""
+    check_run_mode(cfg)
     check_config(cfg)
     if cfg.get("ckpt_path"):
         check_exists(Path(cfg.ckpt_path))
     pl.seed_everything(cfg.seed, workers=True)
-    plan = compute_plan(cfg, parallel_runs)
+    plan = compute_plan(cfg, parallel_runs, resumed_threads(cfg))
     apply_compute(plan)
     pin_allocator()
     record.compute = plan.as_record()
@@ -189,6 +190,7 @@ def compose(
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     identity = run_identity(cfg, record.data.get("fingerprint"))
     experiment.module = LRAModule(model, num_classes=cfg.model.num_classes, run_identity=identity, **optim)
+    experiment.module.compute = record.compute
     record.metrics["params_total"] = sum(p.numel() for p in model.parameters())
     if cfg.get("ckpt_path"):
         use_checkpoint(cfg, experiment, record)
@@ -200,16 +202,39 @@ def compose(
     log_summary(experiment.loggers, {logged_name("params_total"): record.metrics["params_total"]}, step=0)
 
 
+def resumed_threads(cfg: DictConfig) -> int | None:
+    """The threads of the run a resume continues (within this machine's cores), when ``threads`` is
+    left open: the same steps then sum in the same order, and the resumed run ends bit for bit as the
+    uninterrupted one would."""
+    if mode(cfg) != "resume" or cfg.get("threads") is not None:
+        return None
+    ckpt = load_checkpoint(Path(cfg.ckpt_path))
+    saved = (ckpt.get(COMPUTE_KEY) or {}).get("threads")
+    return min(int(saved), machine_cores()[0]) if isinstance(saved, int) and saved > 0 else None
+
+
 def use_checkpoint(cfg: DictConfig, experiment: Experiment, record: RunRecord) -> None:
-    """Check ``ckpt_path`` against this run; a fine-tune loads its weights here (a resume and a test
-    leave the loading to Lightning)."""
+    """Check ``ckpt_path`` against this run and record how it is used (absolute paths, so the
+    dashboard finds it from anywhere); a fine-tune loads its weights here (a resume and a test leave
+    the loading to Lightning). A resume carries on what the checkpoint's run was: its best, whether it
+    was itself a fine-tune, and the wall time spent so far."""
     path = Path(cfg.ckpt_path)
     ckpt = check_checkpoint(path, cfg, experiment.module.state_dict(), record.data.get("fingerprint"))
+    where = str(path.resolve())
     if mode(cfg) == "resume":
         state = best_state(ckpt)
         experiment.inherited = inherited_best(state, path) if state is not None else None
+        record.resumed_from = where
+        origin = ckpt.get(ORIGIN_KEY) or {}
+        record.initialized_from = origin.get("initialized_from") if isinstance(origin, dict) else None
+        wall = origin.get("wall_time_s") if isinstance(origin, dict) else None
+        experiment.module.wall_time_before = (
+            float(wall) if isinstance(wall, int | float) and wall > 0 else 0.0
+        )
     elif mode(cfg) == "fine-tune":
         experiment.module.load_state_dict(ckpt["state_dict"])
+        record.initialized_from = where
+    experiment.module.initialized_from = record.initialized_from
 
 
 def mode(cfg: DictConfig) -> str:
@@ -229,7 +254,7 @@ def fit(cfg: DictConfig, run_dir: Path, experiment: Experiment) -> None:
     # The final state, whatever the rolling checkpoint's schedule.
     rolling = next((c for c in trainer.callbacks if isinstance(c, RollingCheckpoint)), None)
     if rolling is not None:
-        rolling.save(trainer)
+        rolling.finish(trainer, resume)
     else:
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
 
@@ -238,7 +263,7 @@ def test(cfg: DictConfig, experiment: Experiment, record: RunRecord) -> None:
     """Test the best checkpoint by validation (over the whole run, resumes included); a test-only run
     (``train=false``) tests the checkpoint it was given."""
     take_best(record, experiment)
-    tested = str(cfg.ckpt_path) if mode(cfg) == "test" else best_to_test(record)
+    tested = str(Path(cfg.ckpt_path).resolve()) if mode(cfg) == "test" else best_to_test(record)
     out = experiment.trainer.test(
         experiment.module, datamodule=experiment.datamodule, ckpt_path=tested, verbose=True, weights_only=True
     )
@@ -335,8 +360,6 @@ def start_record(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
         config=OmegaConf.to_container(cfg, resolve=True),
         started_at=_iso(started),
         finished_at=_iso(started),
-        resumed_from=str(cfg.ckpt_path) if mode(cfg) == "resume" else None,
-        initialized_from=str(cfg.ckpt_path) if mode(cfg) == "fine-tune" else None,
         kind="evaluation" if mode(cfg) == "test" else "training",
         run_dir=str(run_dir),
         versions=package_versions(),
@@ -351,7 +374,8 @@ def finish(record: RunRecord, experiment: Experiment, started: float, run_dir: P
     try:
         take_best(record, experiment)
         record.finished_at = _iso(time.time())
-        record.metrics["wall_time_s"] = time.time() - started
+        before = experiment.module.wall_time_before if experiment.module is not None else 0.0
+        record.metrics["wall_time_s"] = before + time.time() - started  # the pieces before a resume too
         if experiment.trainer is None or experiment.trainer.is_global_zero:
             write_record(run_dir, record)
     finally:

@@ -83,9 +83,17 @@ def test_resume_continues_the_step_counter(finished_run, tmp_path):
     run_dir, args, _ = finished_run
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     resumed = tmp_path / "resumed"
-    run_cli(*args, "attention=softmax", f"ckpt_path={ckpt}", "trainer.max_steps=12", run_dir=resumed)
+    # Further than it was planned: the schedule stays the one the run was trained with (its length).
+    run_cli(
+        *args,
+        "attention=softmax",
+        f"ckpt_path={ckpt}",
+        "trainer.max_steps=12",
+        "optim.total_steps=8",
+        run_dir=resumed,
+    )
     record = results.read(resumed).to_dict()
-    assert record["global_step"] == 12 and record["resumed_from"] == str(ckpt)
+    assert record["global_step"] == 12 and record["resumed_from"] == str(ckpt.resolve())
     steps = [int(r["step"]) for r in read_metrics(resumed) if r["train/loss"]]
     assert steps and min(steps) > 8  # no step was trained twice
 

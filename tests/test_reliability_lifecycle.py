@@ -18,6 +18,7 @@ import torch
 
 import lra.train
 from lra import checkpointing
+from lra.compare.collect import read_curves
 from lra.errors import CheckpointError, ConfigError
 from lra.interrupts import Stopped, StopSignals
 from lra.train import RunInterrupted
@@ -27,6 +28,7 @@ from tests.run_helpers import read_record, train_here
 from tests.test_reliability_kill_resume import learnable_listops
 
 SAME = ("global_step", "best_val_acc", "best_step", "test_acc")
+CURVES = ("val/acc", "val/loss", "train/loss", "trainer/lr")
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +183,76 @@ def test_resuming_with_fewer_steps_keeps_the_best_and_tests_it(reference, tmp_pa
     assert same(tmp_path / "a", ref)
 
 
+def test_a_resume_computes_with_the_threads_of_the_run_it_continues(reference, tmp_path):
+    """Another thread count sums in another order; left open, a resume takes the checkpoint's."""
+    ref, args = reference
+    assert read_record(ref)["compute"]["threads"] == 1
+    record = train_here(
+        tmp_path / "a", *args, "threads=null", f"ckpt_path={ref / 'checkpoints' / 'last.ckpt'}"
+    )
+    assert record.compute["threads"] == 1
+
+
+def test_runs_stopped_by_max_steps_at_a_validation_resume_in_step(reference, tmp_path):
+    """Stopped at a validation step twice (8, then 16 of 40), resumed to the end: the same record,
+    curves at the same steps, and the wall time of all three pieces."""
+    ref, args = reference
+    train_here(tmp_path / "a", *args, "trainer.max_steps=8")
+    train_here(
+        tmp_path / "b", *args, "trainer.max_steps=16", f"ckpt_path={tmp_path / 'a/checkpoints/last.ckpt'}"
+    )
+    train_here(tmp_path / "c", *args, f"ckpt_path={tmp_path / 'b/checkpoints/last.ckpt'}")
+    assert same(tmp_path / "c", ref)
+    assert read_curves(tmp_path / "c", CURVES) == read_curves(ref, CURVES)
+    walls = [read_record(tmp_path / d)["wall_time_s"] for d in "abc"]
+    assert walls[2] > walls[1] > walls[0] > 0
+
+
+def test_a_crafted_best_path_is_never_copied(reference, tmp_path):
+    """A checkpoint naming any file as its best (a private key, say) must not get it copied."""
+    ref, args = reference
+    secret = tmp_path / "secret" / "id_rsa"
+    secret.parent.mkdir()
+    secret.write_text("PRIVATE")
+    for named, score in ((secret, 0.9), (ref / "checkpoints" / "last.ckpt", "high")):
+        ckpt = torch.load(ref / "checkpoints" / "last.ckpt", weights_only=True)
+        state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+        state["best_model_path"], state["best_model_score"] = str(named), score
+        (tmp_path / "crafted" / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.save(ckpt, tmp_path / "crafted" / "checkpoints" / "last.ckpt")
+        with pytest.raises(CheckpointError):
+            train_here(
+                tmp_path / f"run-{score}", *args, f"ckpt_path={tmp_path / 'crafted/checkpoints/last.ckpt'}"
+            )
+    assert not [p for p in tmp_path.rglob("id_rsa") if p != secret]
+
+
+def test_a_damaged_best_checkpoint_is_refused_before_training(reference, tmp_path):
+    _, args = reference
+    train_here(tmp_path / "a", *args, "trainer.max_steps=18")
+    best = Path(read_record(tmp_path / "a")["best_checkpoint"])
+    best.write_bytes(best.read_bytes()[:5000])  # a move that stopped half-way
+    with pytest.raises(CheckpointError, match="best checkpoint .* cannot be used"):
+        train_here(tmp_path / "b", *args, f"ckpt_path={tmp_path / 'a/checkpoints/last.ckpt'}")
+    assert read_record(tmp_path / "b")["global_step"] == 0
+
+
+def test_a_run_moved_away_and_resumed_under_its_old_name(reference, tmp_path):
+    ref, args = reference
+    train_here(tmp_path / "a", *args, "trainer.max_steps=18")
+    (tmp_path / "a").rename(tmp_path / "old")
+    train_here(tmp_path / "a", *args, f"ckpt_path={tmp_path / 'old/checkpoints/last.ckpt'}")
+    assert same(tmp_path / "a", ref)
+
+
+def test_a_link_to_a_moved_checkpoint_finds_its_best(reference, tmp_path):
+    ref, args = reference
+    train_here(tmp_path / "a", *args, "trainer.max_steps=18")
+    (tmp_path / "link.ckpt").symlink_to(tmp_path / "a" / "checkpoints" / "last.ckpt")
+    train_here(tmp_path / "b", *args, f"ckpt_path={tmp_path / 'link.ckpt'}")
+    assert same(tmp_path / "b", ref)
+
+
 def test_missing_best_checkpoint_is_refused_before_training(reference, tmp_path):
     _, args = reference
     train_here(tmp_path / "a", *args, "trainer.max_steps=18")
@@ -249,6 +321,16 @@ def test_a_finished_runs_directory_is_refused_and_left_as_it_was(reference, tmp_
     assert {p: p.read_bytes() for p in before} == before
 
 
+def test_a_requeued_slurm_job_is_told_how_to_resume(reference, tmp_path, monkeypatch):
+    """SLURM (or submitit) starts a requeued job again with the same command, in the same folder."""
+    ref, args = reference
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with pytest.raises(
+        ConfigError, match=f"requeued SLURM job: start it again with ckpt_path={ref}/checkpoints"
+    ):
+        train_here(ref, *args)
+
+
 def test_runs_started_together_get_folders_of_their_own(reference, tmp_path):
     _, args = reference
     env = {**os.environ, **OFFLINE_ENV, "WANDB_DIR": str(tmp_path)}
@@ -260,6 +342,19 @@ def test_runs_started_together_get_folders_of_their_own(reference, tmp_path):
     assert [p.returncode for p in procs] == [0, 0], errors
     runs = sorted((tmp_path / "outputs" / "runs").glob("*/*/*/*/results.json"))
     assert len(runs) == 2 and all(read_record(r.parent)["status"] == "completed" for r in runs)
+
+
+@pytest.mark.parametrize("where", ["folder-of-runs", "inside-a-run"])
+def test_a_folder_holding_other_things_or_inside_a_run_is_refused(reference, tmp_path, where):
+    ref, args = reference
+    if where == "folder-of-runs":
+        (tmp_path / "project" / "a-run").mkdir(parents=True)
+        target, match = tmp_path / "project", "is not empty"
+    else:
+        target, match = ref / "nested run", "inside the folder of another run"
+    with pytest.raises(ConfigError, match=match):
+        train_here(target, *args)
+    assert not (target / ".hydra").exists() and not (target / "results.json").exists()
 
 
 def test_a_claimed_folder_is_refused(tmp_path):

@@ -137,3 +137,16 @@ def test_submitit_local_sweep(tmp_path, listops_args):
     records = [load(p) for p in sorted(sweep_dir.glob("*_listops_*"))]
     assert [r["seed"] for r in records] == [0, 1]
     assert all(r["status"] == "completed" for r in records)
+
+
+def test_a_sweep_whose_runs_are_refused_exits_non_zero(tmp_path):
+    """Run again into the same sweep folder, both runs find their folders taken: they write nothing
+    there, and the sweep exits 1 naming them (before, it exited 0)."""
+    args = [*tiny_listops(tmp_path / "data"), "trainer.max_steps=2", "test=false", "logger=none"]
+    sweep = [f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    run_cli("-m", *args, "seed=0,1", *sweep, cwd=tmp_path)
+    before = {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("results.json")}
+    again = run_cli("-m", *args, "seed=0,1", *sweep, cwd=tmp_path, check=False)
+    assert again.returncode == 1 and "2 of 2 runs of the sweep did not complete" in again.stderr
+    assert again.stderr.count("refused: the run directory") == 2
+    assert {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("results.json")} == before

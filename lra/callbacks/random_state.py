@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from pytorch_lightning import Callback
 
+from lra.errors import CheckpointError
+
 
 class RandomState(Callback):
     """Saves the Python, NumPy, torch CPU and CUDA generator states with each checkpoint and restores
@@ -28,9 +30,15 @@ class RandomState(Callback):
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        random.setstate(state_dict["python"])
-        kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        torch.set_rng_state(state_dict["torch"])
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        try:
+            random.setstate(state_dict["python"])
+            kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            torch.set_rng_state(state_dict["torch"])
+            if "cuda" in state_dict and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state_dict["cuda"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"the checkpoint's random-number state is damaged ({type(exc).__name__}: {str(exc)[:120]}); "
+                f"it cannot be resumed exactly"
+            ) from None
