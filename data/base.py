@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -30,11 +32,21 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from data.cache import AtomicDirectory, atomic_write_text, check_folder, fingerprint, preparation_lock
+from data.cache import (
+    UNREADABLE,
+    AtomicDirectory,
+    atomic_write_text,
+    check_folder,
+    clean_leftovers,
+    fingerprint,
+    preparation_lock,
+)
 from data.collate import pad_collate
 from data.resumable import EpochSampler, ResumableLoader
 from data.sampling import BATCHINGS, BucketBatchSampler, length_sorted_batches
 from lra.errors import ConfigError, DataFormatError
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 # Written last into every cache, from what build() returned: its presence marks a complete cache.
@@ -134,14 +146,38 @@ class LRADataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        self.splits = dict(self.load(self._prepared()))
+        cache = self._prepared()
+        built = _identity(cache)
+        try:
+            splits = self.load(cache)
+        except UNREADABLE as exc:
+            if isinstance(exc, (ConfigError, PermissionError)):
+                raise
+            # A cache is derived data: a damaged one (a truncated or overwritten file) is rebuilt.
+            log.warning("the cache %s is damaged (%s); rebuilding it", cache, _first_line(exc))
+            cache = self._prepared(damaged=built)
+            try:
+                splits = self.load(cache)
+            except UNREADABLE as again:
+                if isinstance(again, (ConfigError, PermissionError)):
+                    raise
+                raise DataFormatError(
+                    f"the cache {cache} is damaged and rebuilding it did not help ({_first_line(again)}); "
+                    f"delete the folder {cache} and run again"
+                ) from again
+        self.splits = dict(splits)
 
-    def _prepared(self) -> Path:
+    def _prepared(self, damaged: tuple | None = None) -> Path:
+        """The complete cache, built first where there is none. ``damaged``: the identity of a cache
+        found unreadable, rebuilt unless another run rebuilt it meanwhile (a new folder)."""
         try:
             with preparation_lock(self.cache_dir), self.source_lock():
                 source = self.resolve_source()
                 cache = self.cache_path(source)
-                if not (cache / COMPLETE_MARKER).is_file():
+                # Killed builds leave their temporaries beside the cache, where AtomicDirectory builds.
+                clean_leftovers(cache.resolve().parent)
+                stale = damaged is not None and _identity(cache) == damaged
+                if stale or not (cache / COMPLETE_MARKER).is_file():
                     with AtomicDirectory(cache) as tmp:
                         report = self.build(source, tmp)
                         atomic_write_text(tmp / COMPLETE_MARKER, json.dumps(report, indent=1) + "\n")
@@ -260,6 +296,22 @@ class LRADataModule(LightningDataModule):
             "fingerprint": content_fingerprint(self.splits),
             "splits": self.split_report(),
         }
+
+
+def _identity(folder: Path) -> tuple | None:
+    """Which folder is at ``folder`` (a rebuilt cache is a new folder, renamed into place)."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, DataFormatError) and text:  # its message names the file and the problem
+        return text.splitlines()[0]
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def dataset_lengths(ds: Dataset) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Tokenised-array caches: ragged sequences stored as one flat array plus offsets, written atomically.
 
 A cache is only ever visible under its final name once completely written, so an interrupted build
-is never reused. Temporary files and folders carry the writer's process id, so the next preparation
-(holding the lock) can remove those a killed process left behind.
+is never reused. Temporary files and folders are named ``.lra-<host>-<pid>.<...>`` (see
+:func:`temp_name`), so the next preparation (holding the lock) can remove those a killed process left
+behind, and nothing else: not a user's file that merely looks temporary, not a temporary of a process
+on another machine sharing the filesystem.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import re
 import shutil
+import socket
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -87,7 +92,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_output(path: Path) -> Iterator:
     """A binary file object whose content replaces ``path`` only when the block completes."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    # The target's name (shortened: the whole must stay within a file name's 255 bytes) only says
+    # what the temporary was for.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_owner()}.", suffix=f".{path.name[:100]}.tmp")
     try:
         # mkstemp creates 0600 files; give the result the mode a plain open() would (umask applies),
         # so caches and results.json stay readable by the rest of a team.
@@ -111,15 +118,19 @@ class AtomicDirectory:
 
     ``ours``: the pattern of what the writer puts in the folder (see :func:`check_replaceable`). With
     it, an existing folder at the final name is replaced only when it holds nothing else, so a
-    generator pointed at a user's folder refuses instead of deleting what is there."""
+    generator pointed at a user's folder refuses instead of deleting what is there.
 
-    def __init__(self, final: Path, ours: str | None = None):
-        final = Path(final)
-        # A linked folder (data kept on another disk) is replaced where the link points, not by a
-        # folder beside the link.
-        self.final = final.resolve() if final.is_symlink() else final
+    ``marker``: the file whose presence marks the folder complete. With it, the process's current
+    folder is filled in place (the marker last) rather than replaced (see :func:`swap_into_place`)."""
+
+    def __init__(self, final: Path, ours: str | None = None, marker: str | None = None):
+        # Resolved first: the temporary sibling must lie beside the folder, which for "." or "sub/.."
+        # is not inside the folder named. A linked folder (data kept on another disk) is replaced where
+        # the link points, not by a folder beside the link.
+        self.final = Path(final).resolve()
         self.ours = ours
-        self.tmp = self.final.parent / f".{self.final.name}.partial-{os.getpid()}"
+        self.marker = marker
+        self.tmp = self.final.parent / temp_name("partial", self.final.name)
 
     def __enter__(self) -> Path:
         self.final.parent.mkdir(parents=True, exist_ok=True)
@@ -135,24 +146,33 @@ class AtomicDirectory:
             if self.ours is not None:
                 # Again at the end: a user may have put a file there while the data was written.
                 check_replaceable(self.final, self.ours)
-            swap_into_place(self.tmp, self.final)
+            swap_into_place(self.tmp, self.final, self.marker)
         except BaseException:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise
 
 
-def swap_into_place(new: Path, final: Path) -> None:
+def swap_into_place(new: Path, final: Path, marker: str | None = None) -> None:
     """Put the complete folder ``new`` at ``final``, replacing the folder there.
 
     A folder cannot be renamed over a non-empty one, so the old folder is first renamed aside
-    (``.<name>.replaced-<pid>``), ``new`` renamed into place, and only then the old one deleted. A
+    (:func:`temp_name` ``replaced``), ``new`` renamed into place, and only then the old one deleted. A
     process killed between the two renames leaves the old data complete under the aside name, and
     :func:`clean_leftovers` (run under the lock by the next preparation) renames it back; killed after
-    them, the new data is in place and the aside folder is removed."""
+    them, the new data is in place and the aside folder is removed.
+
+    With ``marker``, the process's current folder (``generate .``) is filled in place instead:
+    replaced, it would leave the shell that started the process in a deleted folder, seeing none of the
+    files. The old marker goes first and the new one last, so a reader never takes the folder for
+    complete while its files change; a process killed meanwhile leaves a folder without the marker,
+    which a generator refuses to replace (naming the files) rather than deleting them."""
     if not final.exists() and not final.is_symlink():
         os.replace(new, final)
         return
-    aside = final.parent / f".{final.name}.replaced-{os.getpid()}"
+    if marker is not None and _is_cwd(final):
+        _fill(new, final, marker)
+        return
+    aside = final.parent / temp_name("replaced", final.name)
     shutil.rmtree(aside, ignore_errors=True)
     os.replace(final, aside)
     try:
@@ -161,6 +181,22 @@ def swap_into_place(new: Path, final: Path) -> None:
         os.replace(aside, final)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _is_cwd(path: Path) -> bool:
+    try:
+        return os.path.samefile(path, os.getcwd())
+    except OSError:  # the current folder deleted, or path gone
+        return False
+
+
+def _fill(new: Path, final: Path, marker: str) -> None:
+    """Move ``new``'s entries into ``final`` over those of the same name, its ``marker`` removed first
+    and put back last."""
+    (final / marker).unlink(missing_ok=True)
+    for name in sorted(os.listdir(new), key=lambda name: (name == marker, name)):
+        os.replace(new / name, final / name)
+    new.rmdir()
 
 
 def foreign_entries(folder: Path, ours: str) -> list[str]:
@@ -225,10 +261,27 @@ def check_folder(path: Path, key: str | None = None) -> None:
             return
 
 
-# Temporary names written by this module: ".<name>.partial-<pid>" folders, ".<name>.<pid>.<random>.tmp"
-# files, and ".<name>.replaced-<pid>" folders (the old folder set aside by swap_into_place).
-_LEFTOVER = re.compile(
-    r"^\.(?P<name>.+)\.(?P<kind>partial|replaced)-(?P<pid>\d+)$|^\..+\.(?P<file_pid>\d+)\.[^.]+\.tmp$"
+def _host() -> str:
+    """This machine's name as temporary names carry it: letters, digits and ``_`` only, so that it never
+    holds the ``-`` separating it from the pid."""
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:64] or "localhost"
+
+
+def _owner() -> str:
+    return f".lra-{_host()}-{os.getpid()}"
+
+
+def temp_name(kind: str, name: str) -> str:
+    """The name of a temporary folder for ``name`` (``partial``: being built; ``replaced``: the old
+    folder set aside by :func:`swap_into_place`): ``.lra-<host>-<pid>.<kind>-<name>``. Temporary files
+    (:func:`atomic_output`) are ``.lra-<host>-<pid>.<random>.<name>.tmp``. The host matters on a shared
+    filesystem: a pid that is dead on this machine may be alive on another."""
+    return f"{_owner()}.{kind}-{name}"
+
+
+_TEMP = re.compile(
+    r"\.lra-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\."
+    r"(?:(?P<kind>partial|replaced)-(?P<name>.+)|[a-z0-9_]{8}\..+\.tmp)"
 )
 
 
@@ -242,29 +295,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_leftovers(directory: Path, depth: int = 0) -> list[Path]:
-    """Remove temporary files and folders of killed writers (their pid is no longer alive) in
-    ``directory`` and up to ``depth`` levels below it; returns what was removed."""
+def clean_leftovers(directory: Path) -> list[Path]:
+    """Remove the temporary files and folders (:func:`temp_name`) that killed writers of this machine
+    (their pid is no longer alive) left directly in ``directory``, the folder where the caller builds;
+    returns what was removed. Nothing below it is looked at, and no other name is touched: the folder
+    may be a user's, holding files that only look temporary. (Temporaries named by earlier versions,
+    ``.<name>.partial-<pid>``, are left alone for that reason.)"""
     removed: list[Path] = []
     try:
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
         return removed
+    host = _host()
     for entry in entries:
-        match = _LEFTOVER.match(entry.name)
-        if match:
-            if not _pid_alive(int(match["pid"] or match["file_pid"])):
-                path = Path(entry.path)
-                final = Path(directory) / (match["name"] or "")
-                if match["kind"] == "replaced" and not final.exists() and not final.is_symlink():
-                    os.replace(path, final)  # killed between swap_into_place's renames: the old data back
-                elif entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-                removed.append(path)
-        elif depth > 0 and entry.is_dir(follow_symlinks=False):
-            removed += clean_leftovers(Path(entry.path), depth - 1)
+        match = _TEMP.fullmatch(entry.name)
+        if not match or match["host"] != host or _pid_alive(int(match["pid"])):
+            continue
+        path = Path(entry.path)
+        final = Path(directory) / (match["name"] or "")
+        if match["kind"] == "replaced" and not final.exists() and not final.is_symlink():
+            os.replace(path, final)  # killed between swap_into_place's renames: the old data back
+        elif entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
     return removed
 
 
@@ -273,11 +328,11 @@ def preparation_lock(cache_dir: str | Path) -> Iterator[None]:
     """An inter-process lock for building data: runs of a parallel sweep that start together must not
     generate or cache the same files at the same time (the later rename would pull the earlier one's
     files from under its reader). The first run builds; the others wait, then find everything built.
-    Whoever takes the lock first removes what killed preparations left in the cache."""
+    Holding it, a task removes what killed preparations left where it builds (:func:`clean_leftovers`
+    on its cache's parent folder)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_dir / ".prepare.lock")):
-        clean_leftovers(cache_dir, depth=2)
         yield
 
 
@@ -302,8 +357,9 @@ def write_spec(out_dir: Path, spec) -> None:
 @contextmanager
 def generation_lock(out_dir: Path) -> Iterator[None]:
     """Lock a generated-data folder (``<parent>/.<name>.lock``): runs that share ``data_dir`` but not
-    ``cache_dir`` must not generate into the same folder at once. Cleans killed generators' leftovers."""
-    out_dir = Path(out_dir)
+    ``cache_dir`` must not generate into the same folder at once. Cleans killed generators' leftovers
+    where :class:`AtomicDirectory` builds (beside the resolved folder: for ``.`` not inside it)."""
+    out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir.parent / f".{out_dir.name}.lock")):
         clean_leftovers(out_dir.parent)
@@ -337,11 +393,32 @@ def save_ragged(
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+class DamagedCacheError(DataFormatError):
+    """A cache file that cannot be read (truncated, overwritten, of a stale format). A cache is derived
+    data: :meth:`data.base.LRADataModule.setup` rebuilds it."""
+
+
+# What reading a damaged file raises: numpy's and zipfile's errors for a truncated or overwritten .npz
+# or .npy, json's (a ValueError) for a damaged .json, OSError for a missing or unreadable one.
+UNREADABLE = (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError, pickle.UnpicklingError)
+
+
 def load_ragged(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        if int(z["version"]) != CACHE_FORMAT_VERSION:
-            raise DataFormatError(f"{path}: cache format {int(z['version'])} is stale; delete it to rebuild")
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path) as z:
+            version = int(z["version"])
+            if version != CACHE_FORMAT_VERSION:
+                raise DamagedCacheError(f"{path}: cache format {version} is stale; delete it to rebuild")
+            return {k: z[k] for k in z.files}
+    except DamagedCacheError:
+        raise
+    except PermissionError:
+        raise  # not damage: the cache is there, the user may not read it
+    except UNREADABLE as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DamagedCacheError(
+            f"{path}: damaged cache file ({type(exc).__name__}: {why}); delete it to rebuild"
+        ) from exc
 
 
 def load_ragged_dataset(path: Path, max_len: int | None = None) -> RaggedDataset:

@@ -152,7 +152,7 @@ class ListOpsDataModule(ReleaseOrGenerated):
         )
 
     def generate(self, out_dir: Path) -> None:
-        generate_listops(out_dir, self.spec, workers=self.workers)
+        generate_listops(out_dir, self.spec, workers=self.workers, prefix="data.generate.")
 
     def _tokens(self) -> str:
         return "with closing brackets" if self.closing_brackets else "LRA tokens (no brackets)"

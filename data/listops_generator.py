@@ -6,11 +6,18 @@ MED, SM applied to ``randint(2, max_args)`` children. Trees are kept when
 
 Determinism: work is cut into chunks of attempts, each seeded from (seed, chunk index) and merged in
 chunk order, so the output depends on the seed only, not on the number of worker processes.
+
+Bounded: each tree is grown in full before its length is checked (stopping early would change every
+later draw of the chunk, so the same seed would no longer give the same data). Instead, settings whose
+trees are too large on average are refused before any work (:data:`MAX_EXPECTED_TOKENS`), and
+generation stops with an error when new examples in the length window come too rarely for it to
+finish (:data:`MIN_YIELD`).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import random
 import statistics
 import sys
@@ -20,7 +27,7 @@ from typing import ClassVar
 
 from tqdm.auto import tqdm
 
-from data.cache import AtomicDirectory, check_replaceable, write_spec
+from data.cache import SPEC_FILE, AtomicDirectory, check_replaceable, write_spec
 from data.cache import read_spec as read_spec_file
 from lra.errors import ConfigError, LRAError
 
@@ -28,6 +35,16 @@ OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
 LEAF_PROBABILITY = 0.75
 SPLIT_FILES = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "basic_test.tsv"}
+# The most tokens a tree may have on average (:func:`expected_tokens`). Every attempt grows its tree in
+# full, so this bounds the work per attempt; the LRA setting (max_depth 10, max_args 10) averages 132.
+# Past about 1.5 children per node (max_args 10) the average multiplies by 1.5 with each level of
+# max_depth: at 60 it is ~10^11 tokens, and one tree never finishes.
+MAX_EXPECTED_TOKENS = 10_000
+# Generation gives up once, after at least YIELD_EVIDENCE attempts, fewer than one attempt in
+# 1/MIN_YIELD has given a new example: a length window few trees fall into (or one holding fewer
+# distinct trees than asked for) would otherwise draw forever. The LRA setting keeps about 1 in 12.
+MIN_YIELD = 1e-4
+YIELD_EVIDENCE = 100_000
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,15 @@ class ListOpsSpec:
         for name, least in {**least_of, "chunk_attempts": 1}.items():
             if getattr(self, name) < least:
                 raise ConfigError(f"{prefix}{name}={getattr(self, name)} must be at least {least}")
+        averages = _level_averages(self.max_depth, self.max_args)
+        if averages[-1] > MAX_EXPECTED_TOKENS:
+            deepest = sum(1 for tokens in averages if tokens <= MAX_EXPECTED_TOKENS)
+            raise ConfigError(
+                f"{prefix}max_depth={self.max_depth} with {prefix}max_args={self.max_args} grows trees of "
+                f"{averages[-1]:.3g} tokens on average (at most {MAX_EXPECTED_TOKENS} are allowed: each tree "
+                f"is grown in full), so generation would not finish; set {prefix}max_depth={deepest} or "
+                f"less (LRA: 10), or a smaller {prefix}max_args"
+            )
         longest = largest_tree(self.max_depth, self.max_args)
         if max(self.min_length + 1, 1) > min(self.max_length - 1, longest):
             raise ConfigError(
@@ -79,6 +105,25 @@ def largest_tree(max_depth: int, max_args: int) -> int:
         if tokens > 10**12:  # past any length a window can ask for
             break
     return tokens
+
+
+def expected_tokens(max_depth: int, max_args: int) -> float:
+    """Average tokens of a tree :func:`grow` draws: a node above ``max_depth`` is a value (1 token) with
+    probability LEAF_PROBABILITY, else 2 tokens and on average ``(2 + max_args) / 2`` children. Levels
+    past 10,000 are not counted (the result is then a lower bound, already far past any use)."""
+    return _level_averages(max_depth, max_args)[-1]
+
+
+def _level_averages(max_depth: int, max_args: int) -> list[float]:
+    """``expected_tokens`` for max_depth 1, 2, ... up to ``max_depth``; ends early where it stops
+    changing (at most 3 children on average per operator: it converges) or passes any bound."""
+    averages = [1.0]
+    for _ in range(min(max(max_depth - 1, 0), 10_000)):
+        tokens = LEAF_PROBABILITY + (1 - LEAF_PROBABILITY) * (2 + (2 + max_args) / 2 * averages[-1])
+        if tokens == averages[-1] or tokens > 1e300:
+            break
+        averages.append(tokens)
+    return averages
 
 
 def apply_operator(op: str, args: list[int]) -> int:
@@ -122,21 +167,32 @@ def _chunk(args: tuple[ListOpsSpec, int]) -> list[tuple[str, int]]:
 
 
 def generate_examples(
-    spec: ListOpsSpec, workers: int | None = None, progress: bool = True
+    spec: ListOpsSpec, workers: int | None = None, progress: bool = True, prefix: str = ""
 ) -> list[tuple[str, int]]:
-    """Unique (expression, answer) pairs, ``spec.total`` of them, in a seed-determined order."""
-    spec.check()
+    """Unique (expression, answer) pairs, ``spec.total`` of them, in a seed-determined order.
+    ``prefix``: how errors name the settings (``data.generate.`` in a run)."""
+    spec.check(prefix=prefix)
     workers = workers if workers is not None else mp.cpu_count()
     seen: set[str] = set()
     out: list[tuple[str, int]] = []
     bar = tqdm(total=spec.total, desc="generating ListOps", unit="ex", disable=not progress)
+    attempts = 0
 
     def consume(kept):
+        nonlocal attempts
         for text, value in kept:
             if text not in seen and len(out) < spec.total:
                 seen.add(text)
                 out.append((text, value))
                 bar.update(1)
+        attempts += spec.chunk_attempts
+        if len(out) < spec.total and attempts >= YIELD_EVIDENCE and len(out) < MIN_YIELD * attempts:
+            raise ConfigError(
+                f"only {len(out)} of {attempts} ListOps trees drawn with {prefix}max_depth={spec.max_depth} "
+                f"and {prefix}max_args={spec.max_args} were new examples within {prefix}min_length="
+                f"{spec.min_length} < tokens < {prefix}max_length={spec.max_length}, too few for "
+                f"{spec.total} examples to ever be found; widen the length window or ask for fewer examples"
+            )
 
     index = 0
     try:
@@ -164,12 +220,15 @@ def write_tsv(path: Path, examples: list[tuple[str, int]]) -> None:
 
 
 def generate_listops(
-    out_dir: Path, spec: ListOpsSpec, workers: int | None = None, progress: bool = True
+    out_dir: Path, spec: ListOpsSpec, workers: int | None = None, progress: bool = True, prefix: str = ""
 ) -> Path:
     """Write basic_{train,val,test}.tsv and generation.json to ``out_dir`` (atomically). A folder
-    already there is replaced only when an earlier generation wrote it (and nothing else is in it)."""
+    already there is replaced only when an earlier generation wrote it (and nothing else is in it);
+    an empty one is filled."""
+    # Absolute first: the temporary folder goes beside out_dir, which for "." is not inside ".".
+    out_dir = Path(os.path.abspath(out_dir))
     check_replaceable(out_dir, ListOpsSpec.OUTPUTS)  # before minutes of generation, not after
-    examples = generate_examples(spec, workers=workers, progress=progress)
+    examples = generate_examples(spec, workers=workers, progress=progress, prefix=prefix)
     if len(examples) < spec.total:  # pragma: no cover - generate_examples loops until full
         raise RuntimeError("ListOps generation ended early")
     bounds = {
@@ -177,11 +236,11 @@ def generate_listops(
         "val": (spec.num_train, spec.num_train + spec.num_val),
         "test": (spec.num_train + spec.num_val, spec.total),
     }
-    with AtomicDirectory(Path(out_dir), ours=ListOpsSpec.OUTPUTS) as tmp:
+    with AtomicDirectory(out_dir, ours=ListOpsSpec.OUTPUTS, marker=SPEC_FILE) as tmp:
         for split, (a, b) in bounds.items():
             write_tsv(tmp / SPLIT_FILES[split], examples[a:b])
         write_spec(tmp, spec)
-    return Path(out_dir)
+    return out_dir
 
 
 def read_spec(out_dir: Path) -> ListOpsSpec | None:

@@ -22,6 +22,25 @@ from lra.resources import machine_cores
 from lra.schedule import SCHEDULES
 
 POSITIVE_MODEL_KEYS = ("dim", "depth", "num_heads", "ffn_dim", "max_len", "vocab_size", "num_classes")
+# Upper bounds of the sizes the model allocates: beyond them a run ends in a multi-line allocator error
+# (or builds layers for hours), so they are refused in one line instead. Each is far past any LRA model:
+# the longest LRA input (Path-X) is 16,384 tokens, the published models have dim 64-512 and depth 2-6.
+MODEL_MAXIMA = {
+    "max_len": (2**20, "(the longest LRA input, Path-X, is 16384 tokens)"),
+    "dim": (2**16, ""),
+    "ffn_dim": (2**18, ""),
+    "head_hidden_dim": (2**18, "or null (model.ffn_dim)"),
+    "vocab_size": (2**24, ""),
+    "num_classes": (2**20, ""),
+    "num_heads": (2**16, ""),
+    "depth": (2**10, ""),
+}
+# Bounds on what every example of a batch allocates.
+BATCH_MAX = 2**20
+MAX_LEN_MAX = MODEL_MAXIMA["max_len"][0]
+# The most parameters a model may have (8.6 billion: 137 GB with Adam's state in float32), so that
+# sizes each within its bound cannot multiply into an allocator error either.
+MAX_PARAMETERS = 2**33
 # Lightning's precision settings (Trainer(precision=...)).
 PRECISIONS = (
     "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16", "bf16", "64",
@@ -45,7 +64,8 @@ def check_config(cfg: DictConfig) -> None:
 def check_model(cfg: DictConfig) -> None:
     for key in POSITIVE_MODEL_KEYS:
         if key in cfg.model:
-            _integer(f"model.{key}", cfg.model[key], least=1)
+            most, fix = MODEL_MAXIMA[key]
+            _integer(f"model.{key}", cfg.model[key], least=1, limit=most, fix=fix)
     if cfg.model.dim % cfg.model.num_heads:
         raise ConfigError(
             f"model.dim={cfg.model.dim} is not divisible by model.num_heads={cfg.model.num_heads}"
@@ -57,7 +77,28 @@ def check_model(cfg: DictConfig) -> None:
             "model.embedding_init_std", cfg.model.embedding_init_std, above=0.0, fix="a positive std, or null"
         )
     if cfg.model.get("head_hidden_dim") is not None:
-        _integer("model.head_hidden_dim", cfg.model.head_hidden_dim, least=1, fix="or null (model.ffn_dim)")
+        most, fix = MODEL_MAXIMA["head_hidden_dim"]
+        _integer("model.head_hidden_dim", cfg.model.head_hidden_dim, least=1, limit=most, fix=fix)
+    _check_parameters(cfg.model)
+
+
+def _check_parameters(model: DictConfig) -> None:
+    """Refuse sizes that together make a model too large to allocate, naming the largest of them."""
+    sizes = {key: model.get(key) for key in ("dim", "depth", "ffn_dim", "max_len", "vocab_size")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes.values()):
+        return  # a key this model does not have (or one set by the task later)
+    dim, depth, ffn = sizes["dim"], sizes["depth"], sizes["ffn_dim"]
+    head = model.get("head_hidden_dim") or ffn
+    # Token and position embeddings, per block attention projections and the feed-forward layers, head.
+    params = (sizes["vocab_size"] + sizes["max_len"]) * dim + depth * (4 * dim * dim + 2 * dim * ffn)
+    params += 2 * dim * head
+    if params > MAX_PARAMETERS:
+        shown = ", ".join(f"model.{k}={v}" for k, v in sizes.items())
+        raise ConfigError(
+            f"{shown} make a model of about {params / 1e9:.3g} billion parameters, more than the "
+            f"{MAX_PARAMETERS / 1e9:.3g} billion allowed (with Adam's state, 16 bytes each in float32); set "
+            f"model.dim, model.depth, model.ffn_dim or model.max_len smaller"
+        )
 
 
 def check_steps(cfg: DictConfig) -> None:
@@ -96,9 +137,15 @@ def check_run(cfg: DictConfig) -> None:
 
 def check_data(cfg: DictConfig) -> None:
     data = cfg.data
-    _integer("data.batch_size", data.get("batch_size"), least=1)
+    _integer("data.batch_size", data.get("batch_size"), least=1, limit=BATCH_MAX)
     if data.get("eval_batch_size") is not None:
-        _integer("data.eval_batch_size", data.eval_batch_size, least=1, fix="or null (data.batch_size)")
+        _integer(
+            "data.eval_batch_size",
+            data.eval_batch_size,
+            least=1,
+            limit=BATCH_MAX,
+            fix="or null (data.batch_size)",
+        )
     if data.get("num_workers") is not None:
         _integer("data.num_workers", data.num_workers, least=0, fix="(0: load in the main process), or null")
     if data.get("workers") is not None:
@@ -107,7 +154,7 @@ def check_data(cfg: DictConfig) -> None:
         _integer("data.split_seed", data.split_seed, least=0, most=SEED_MAX)
     data_len, model_len = data.get("max_len"), cfg.model.get("max_len")
     if data_len is not None:
-        _integer("data.max_len", data_len, least=1, fix="or null (model.max_len)")
+        _integer("data.max_len", data_len, least=1, limit=MAX_LEN_MAX, fix="or null (model.max_len)")
         if isinstance(model_len, int) and data_len > model_len:
             raise ConfigError(
                 f"data.max_len={data_len} is longer than model.max_len={model_len}, the longest input the "
@@ -180,10 +227,20 @@ def check_folders(cfg: DictConfig) -> None:
             check_folder(Path(value), key)
 
 
-def _integer(key: str, value, least: int | None = None, most: int | None = None, fix: str = "") -> None:
-    """``key=value`` must be an integer within [least, most]; the message says what would work."""
+def _integer(
+    key: str,
+    value,
+    least: int | None = None,
+    most: int | None = None,
+    fix: str = "",
+    limit: int | None = None,
+) -> None:
+    """``key=value`` must be an integer within [least, most], and not above ``limit`` (a size's bound,
+    named only when it is passed); the message says what would work."""
     ok = isinstance(value, int) and not isinstance(value, bool)
     if ok and (least is None or value >= least) and (most is None or value <= most):
+        if limit is not None and value > limit:
+            raise ConfigError(f"{key}={value!r} must be at most {limit}" + (f" {fix}" if fix else ""))
         return
     if least is not None and most is not None:
         want = f"an integer from {least} to {most}"

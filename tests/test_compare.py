@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 from html.parser import HTMLParser
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -45,7 +47,8 @@ def write_run(
     run_dir = root / f"{task}_{attention}_{seed}_{kw.get('dim', 64)}"
     run_dir.mkdir(parents=True)
     record = RunRecord(
-        status="completed",
+        status=kw.get("status", "completed"),
+        error=kw.get("error"),
         task=task,
         attention=attention,
         seed=seed,
@@ -62,7 +65,7 @@ def write_run(
             "test_acc": test_acc,
             "global_step": 100,
             "train_steps_per_s": speed,
-            "train_tokens_per_s": speed * 1000,
+            "train_tokens_per_s": speed * kw.get("length", 1000),
             "eval_tokens_per_s": speed * 3000,
             "peak_memory_bytes": kw.get("memory", 2**30),
             "peak_memory_kind": "cuda_max_allocated",
@@ -74,9 +77,63 @@ def write_run(
     csv_dir = run_dir / "csv" / "version_0"
     csv_dir.mkdir(parents=True)
     (csv_dir / "metrics.csv").write_text(
-        f"epoch,step,train/loss,val/acc\n0,9,2.3,\n0,49,,0.2\n0,59,2.0,\n0,99,,{test_acc + 0.01:.2f}\n"
+        kw.get("csv")
+        or f"epoch,step,train/loss,val/acc\n0,9,2.3,\n0,49,,0.2\n0,59,2.0,\n0,99,,{test_acc + 0.01:.2f}\n"
     )
     return run_dir
+
+
+def crashed_run(run_dir: Path, task: str, attention: str, seed: int) -> Path:
+    """A run killed before it wrote results.json (or one still running): Hydra's config only."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        json.dumps(config(task, attention, seed))
+    )  # (JSON is YAML)
+    return run_dir
+
+
+# A hand-written sweep for looking at the dashboard (docs/img/dashboard.png): five tasks, five
+# attentions, three seeds, and one run in each state that has no result. The numbers are made up to
+# look like LRA runs; they are no measurement.
+SHOWCASE_TASKS = {  # task -> (softmax test accuracy, its training steps/s, its peak memory in GiB, length)
+    "listops": (0.372, 6.0, 3.1, 2000),
+    "text": (0.641, 3.4, 5.6, 4000),
+    "retrieval": (0.785, 2.9, 6.2, 8000),
+    "image": (0.402, 9.1, 1.7, 1024),
+    "pathfinder": (0.712, 9.6, 1.6, 1024),
+}
+SHOWCASE_ATTENTIONS = {  # attention -> (accuracy difference, speed factor, memory factor)
+    "softmax": (0.0, 1.0, 1.0),
+    "nystrom": (0.004, 2.1, 0.36),
+    "linformer": (-0.035, 2.7, 0.31),
+    "performer": (-0.022, 1.8, 0.42),
+    "spectral_shift": (0.009, 1.7, 0.39),
+}
+
+
+def showcase_runs(root: Path) -> Path:
+    for task, (acc, speed, gib, length) in SHOWCASE_TASKS.items():
+        for attention, (d_acc, f_speed, f_mem) in SHOWCASE_ATTENTIONS.items():
+            for seed in range(3):
+                wobble = random.Random(f"{task} {attention} {seed}").uniform(-1, 1)  # the same every time
+                final = acc + d_acc + 0.012 * wobble
+                steps = [100 * (i + 1) for i in range(10)]
+                rows = [
+                    f"0,{s - 50},{2.3 - (2.3 - 2.3 * (1 - final)) * (i / 9) ** 0.5 + 0.03 * wobble:.4f},\n"
+                    f"0,{s},,{0.1 + (final - 0.1) * (1 - 0.8 ** (i + 1)) / (1 - 0.8**10):.4f}\n"
+                    for i, s in enumerate(steps)
+                ]
+                write_run(
+                    root, task, attention, seed, round(final, 4), speed=speed * f_speed * (1 + 0.03 * wobble),
+                    memory=int(gib * f_mem * 2**30 * (1 + 0.01 * wobble)), length=length,
+                    csv="epoch,step,train/loss,val/acc\n" + "".join(rows),
+                )  # fmt: skip
+    write_run(root, "listops", "performer", 3, 0.2, status="interrupted", error="KeyboardInterrupt: Ctrl-C")
+    write_run(
+        root, "text", "linformer", 3, 0.1, status="failed", error="NonFiniteLossError: loss nan at step 412"
+    )
+    crashed_run(root / "pathfinder_nystrom_3", "pathfinder", "nystrom", 3)
+    return root
 
 
 @pytest.fixture
@@ -152,7 +209,8 @@ def row(table, first_cell: str, column: int | None = None):
 def test_collect_reads_every_state_without_crashing(runs_root):
     runs = {r.run_dir.name: r for r in collect([runs_root])}
     assert len(runs) == 10
-    assert runs["crashed"].status == "failed" and "no results.json" in runs["crashed"].error
+    # No results.json: crashed or still running, a state apart from a recorded failure.
+    assert runs["crashed"].status == "crashed" and "no results.json" in runs["crashed"].error
     assert (runs["crashed"].task, runs["crashed"].attention, runs["crashed"].seed) == (
         "listops",
         "spectral_shift",
@@ -167,22 +225,25 @@ def test_collect_reads_every_state_without_crashing(runs_root):
 def test_dashboard_tables(runs_root, tmp_path):
     out = tmp_path / "compare"
     report = build([runs_root], out)
-    assert (report.runs, report.completed, report.failed) == (10, 6, 4)
+    assert (report.runs, report.completed, report.failed, report.crashed) == (10, 6, 3, 1)
     html = (out / "index.html").read_text()
     tables = parse_tables(html)
 
     lra = tables["lra-table"]
     header = lra[0][1]
-    assert header[:7] == ["Model", "ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Avg"]
+    assert header == ["Model", "ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X", "Avg"]
     softmax = row(lra, "softmax")[0]
     assert softmax[1] == "35.00 ± 7.07 (n=2)"  # mean ± sample std over the two seeds
-    assert softmax[4] == "50.00 (n=1)" and softmax[6] == "42.50*"  # two of five tasks: marked average
+    assert softmax[4] == "50.00 (n=1)" and softmax[7] == "42.50*"  # two of five tasks: marked average
     assert row(lra, "softmax [dim=128]")[0][1] == "45.00 (n=1)"  # a different model size stays apart
     assert row(lra, "nystrom")[0][1] == "40.00 ± 7.07 (n=2, 1 failed)"
     assert row(lra, "spectral_shift")[0][1] == "failed (1 of 1)"
+    # The published rows of softmax and Nyström follow ours; the others are in a table of their own.
     published = [cells for kind, cells in lra if kind == "published"]
-    assert len(published) == len(PUBLISHED) and all("[published]" in cells[0] for cells in published)
-    assert ["37.10", "65.02", "79.35", "38.20", "74.16", "58.77"] in [cells[1:] for cells in published]
+    others = [cells for kind, cells in tables["published-table"] if kind == "published"]
+    assert len(published) + len(others) == len(PUBLISHED)
+    assert all("[published]" in cells[0] for cells in published + others)
+    assert ["37.10", "65.02", "79.35", "38.20", "74.16", "—", "58.77"] in [cells[1:] for cells in published]
 
     speed = tables["speed-table"]
     nystrom = row(speed, "nystrom", column=1)[0]
@@ -190,7 +251,7 @@ def test_dashboard_tables(runs_root, tmp_path):
     assert row(speed, "softmax [dim=128]", column=1)[0][4] == "1.00×"
 
     runs = tables["runs-table"]
-    failed = [cells for kind, cells in runs if kind == "failed"]
+    failed = [cells for kind, cells in runs if kind in ("failed", "crashed")]
     assert len(failed) == 4
     errors = " ".join(cells[-1] for cells in failed)
     assert "nan" in errors and "no results.json" in errors and "unreadable" in errors
@@ -208,7 +269,8 @@ def test_curves_and_ratio_plots_are_inline(runs_root, tmp_path):
     out = tmp_path / "compare"
     build([runs_root], out)
     html = (out / "index.html").read_text()
-    assert html.count('class="plotly-graph-div"') == 5  # ratio bars + (val acc, loss) x 2 tasks
+    # ratio bars + (accuracy against speed and memory, val acc, loss) x 2 tasks
+    assert html.count('class="plotly-graph-div"') == 7
     assert '<script src="http' not in html  # self-contained: plotly.js is inline
 
 
@@ -224,10 +286,22 @@ def test_spectral_shift_delta_per_head_is_plotted_from_the_csv_log(tmp_path):
     out = tmp_path / "compare"
     build([root], out)
     html = (out / "index.html").read_text()
-    assert "spectral shift δ per layer and head" in html
-    assert "spectral_shift seed 0 layer0 h0" in html and "spectral_shift seed 0 layer0 h1" in html
-    assert 'layer0 delta"' not in html  # the mean over heads is not a head
-    assert html.count('class="plotly-graph-div"') == 3  # val acc, loss, delta (no softmax: no ratio bars)
+    # accuracy against speed and memory, val acc, loss, delta (no softmax: no ratio bars)
+    assert html.count('class="plotly-graph-div"') == 4
+
+    # The figures are read back as the JSON plotly embeds, not matched as bytes: how that JSON escapes
+    # non-ASCII text (δ or \u03b4) depends on whether plotly found orjson to serialise it.
+    decoder = json.JSONDecoder()
+    figures = []
+    for call in re.finditer(r'Plotly\.newPlot\(\s*"[^"]*",\s*', html):
+        data, end = decoder.raw_decode(html, call.end())
+        layout, _ = decoder.raw_decode(html, end + re.match(r"\s*,\s*", html[end:]).end())
+        title = layout.get("title", {})
+        figures.append((title.get("text", "") if isinstance(title, dict) else title, data))
+    deltas = [data for title, data in figures if title.endswith("spectral shift δ per layer and head")]
+    assert len(deltas) == 1
+    names = {trace["name"] for trace in deltas[0]}
+    assert names == {"spectral_shift seed 0 layer0 h0", "spectral_shift seed 0 layer0 h1"}  # no mean
 
 
 def test_benchmark_files(runs_root, tmp_path):
@@ -257,7 +331,8 @@ def test_benchmark_files(runs_root, tmp_path):
 def test_cli(runs_root, tmp_path, capsys):
     out = tmp_path / "cli"
     assert compare_main([str(runs_root / "sweep"), str(runs_root / "big"), "--out", str(out)]) == 0
-    assert "10 runs (6 completed, 4 failed)" in capsys.readouterr().out
+    expected = "10 runs (6 completed, 0 interrupted, 3 failed, 1 crashed or still running)"
+    assert expected in capsys.readouterr().out
     assert (out / "index.html").is_file() and (out / "results.md").is_file()
     assert compare_main([str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     # No runs at all is not an error: an empty dashboard that says so.
@@ -353,3 +428,208 @@ def test_how_an_attention_computes_does_not_split_rows():
         later = {**base, "attention": {**base["attention"], key: "native"}}
         assert relevant(later) == relevant(base)
     assert relevant({**base, "attention": {"name": "nystrom", "num_landmarks": 32}}) != relevant(base)
+
+
+# -- results first: run states, published rows, Path-X, trade-off figures, spread, colours ---------------
+def plotly_figures(html: str) -> list[dict]:
+    """Every plot of a page as ``{"data": [...], "layout": {...}}``, read from its Plotly.newPlot call
+    (after <body>: plotly.js itself, in the head, is no figure)."""
+    body = html[html.index("<body>") :]
+    decoder = json.JSONDecoder()
+    figures = []
+    for match in re.finditer(r'Plotly\.newPlot\(\s*"[^"]+",\s*', body):
+        data, end = decoder.raw_decode(body, match.end())
+        layout, _ = decoder.raw_decode(body, end + re.match(r"\s*,\s*", body[end:]).end())
+        figures.append({"data": data, "layout": layout})
+    return figures
+
+
+def titled(figures: list[dict], words: str) -> list[dict]:
+    return [f for f in figures if words in (f["layout"].get("title") or {}).get("text", "")]
+
+
+@pytest.fixture
+def states_root(tmp_path) -> Path:
+    """Three completed seeds of softmax on ListOps, and beside them one run in each other state."""
+    root = tmp_path / "outputs"
+    for seed, acc in ((0, 0.30), (1, 0.32), (2, 0.34)):
+        write_run(root, "listops", "softmax", seed, acc)
+    # An interrupted run that even has a test accuracy (far off): it must not move the mean.
+    write_run(root, "listops", "softmax", 3, 0.90, status="interrupted", error="KeyboardInterrupt: stopped")
+    write_run(root, "listops", "softmax", 4, 0.05, status="failed", error="NonFiniteLossError: nan")
+    crashed_run(root / "still_running", "listops", "softmax", 5)
+    write_run(
+        root, "text", "softmax", 0, 0.60, status="interrupted", error="SIGTERM"
+    )  # a task with no result
+    return root
+
+
+def test_interrupted_failed_and_crashed_runs_are_states_of_their_own(states_root, tmp_path, capsys):
+    runs = {r.seed: r.status for r in collect([states_root]) if r.task == "listops"}
+    assert runs == {
+        0: "completed",
+        1: "completed",
+        2: "completed",
+        3: "interrupted",
+        4: "failed",
+        5: "crashed",
+    }
+    out = tmp_path / "compare"
+    report = build([states_root], out)
+    assert (report.completed, report.interrupted, report.failed, report.crashed) == (3, 2, 1, 1)
+    html = (out / "index.html").read_text()
+    # The counts at the top: one labelled count per state.
+    for state, text in (
+        ("completed", "3 completed"),
+        ("interrupted", "2 interrupted"),
+        ("failed", "1 failed"),
+        ("crashed", "1 crashed or still running"),
+    ):
+        assert re.search(rf'<span id="count-{state}" class="state state-{state}">{text}</span>', html), state
+    tables = parse_tables(html)
+    # Only the completed seeds are averaged; the others are counted by state.
+    assert row(tables["lra-table"], "softmax")[0][1] == "32.00 ± 2.00 (n=3, 2 failed, 1 interrupted)"
+    assert row(tables["lra-table"], "softmax")[0][2] == "interrupted (1 of 1)"
+    statuses = {
+        cells[2]: (kind, cells[3]) for kind, cells in tables["runs-table"][1:] if cells[0] == "ListOps"
+    }
+    assert statuses["3"] == ("interrupted", "interrupted")
+    assert statuses["4"] == ("failed", "failed")
+    assert statuses["5"] == ("crashed", "crashed or still running")
+    assert statuses["0"] == ("ours", "completed")
+    # The speed table averages the completed seeds only (the interrupted run's speed is the same here).
+    assert row(tables["speed-table"], "softmax", column=1)[0][2] == "3"
+    markdown = (out / "results.md").read_text()
+    assert "7 runs (3 completed, 2 interrupted, 1 failed, 1 crashed or still running)" in markdown
+    assert compare_main([str(states_root), "--out", str(tmp_path / "cli")]) == 0
+    assert "(3 completed, 2 interrupted, 1 failed, 1 crashed or still running)" in capsys.readouterr().out
+
+
+def test_our_rows_lead_and_only_the_published_rows_of_our_attentions_follow(tmp_path):
+    root = tmp_path / "outputs"
+    write_run(root, "listops", "softmax", 0, 0.30)
+    write_run(root, "listops", "performer", 0, 0.20)
+    write_run(root, "listops", "spectral_shift", 0, 0.35)  # no published row
+    out = tmp_path / "compare"
+    build([root], out)
+    html = (out / "index.html").read_text()
+    lra = parse_tables(html)["lra-table"]
+    kinds = [kind for kind, _ in lra[1:]]
+    assert kinds == ["section", "ours", "ours", "ours", "section", *["published"] * (len(kinds) - 5)]
+    assert [cells[0] for _, cells in lra[2:5]] == ["softmax", "performer", "spectral_shift"]
+    shown = {cells[0].removesuffix(" [published]") for kind, cells in lra if kind == "published"}
+    wanted = {r.label for r in PUBLISHED if r.attention in ("softmax", "performer")}
+    assert shown == wanted and len(wanted) == 7  # softmax's four, performer's three
+    # The rest are folded away: a <details> holds their table, closed, after ours.
+    folded = parse_tables(html)["published-table"]
+    assert {cells[0].removesuffix(" [published]") for _, cells in folded[1:]} == {
+        r.label for r in PUBLISHED
+    } - wanted
+    details = re.search(r"<details>(.*?)</details>", html, re.S).group(1)
+    assert 'id="published-table"' in details and 'id="lra-table"' not in details
+    assert html.index('id="lra-table"') < html.index("<details>")
+    # results.md: ours and the matching published rows first, the others at the end, folded.
+    markdown = (out / "results.md").read_text()
+    assert markdown.index("| softmax |") < markdown.index("Transformer (LRA paper, JAX)")
+    assert markdown.index("### All runs") < markdown.index("<details>") < markdown.index("Sparse Trans.")
+    assert markdown.rstrip().endswith("</details>")
+
+
+def test_path_x_is_a_column_even_when_nothing_ran_it(tmp_path):
+    root = tmp_path / "outputs"
+    write_run(root, "listops", "softmax", 0, 0.30)
+    out = tmp_path / "compare"
+    build([root], out)
+    tables = parse_tables((out / "index.html").read_text())
+    for key in ("lra-table", "published-table"):
+        header = tables[key][0][1]
+        assert header.index("Path-X") == header.index("Pathfinder") + 1, key
+    assert row(tables["lra-table"], "softmax")[0][6] == "—"
+    assert "| Path-X |" in (out / "results.md").read_text()
+    # A Path-X run fills the column, and is no part of the five-task average.
+    write_run(root, "pathx", "softmax", 0, 0.55)
+    build([root], out)
+    softmax = row(parse_tables((out / "index.html").read_text())["lra-table"], "softmax")[0]
+    assert softmax[6] == "55.00 (n=1)" and softmax[7] == "30.00*"
+
+
+def test_accuracy_against_speed_and_memory_per_task_with_error_bars_over_seeds(tmp_path):
+    pytest.importorskip("plotly")
+    root = tmp_path / "outputs"
+    for seed, (acc, speed, mib) in enumerate(((0.30, 10.0, 1000), (0.34, 12.0, 1200))):
+        write_run(root, "listops", "softmax", seed, acc, speed=speed, memory=mib * 2**20)
+    write_run(root, "listops", "nystrom", 0, 0.40, speed=30.0, memory=300 * 2**20)
+    write_run(root, "listops", "nystrom", 1, 0.99, speed=99.0, status="interrupted")  # not a seed
+    write_run(root, "image", "softmax", 0, 0.50)
+    out = tmp_path / "compare"
+    build([root], out)
+    html = (out / "index.html").read_text()
+    figures = titled(plotly_figures(html), "accuracy against speed and memory")
+    assert [f["layout"]["title"]["text"].split(":")[0] for f in figures] == ["ListOps", "Image"]
+    points = {(t["name"], t["xaxis"]): t for t in figures[0]["data"]}
+    assert set(points) == {(n, x) for n in ("softmax", "nystrom") for x in ("x", "x2")}
+    speed, memory = points[("softmax", "x")], points[("softmax", "x2")]
+    assert speed["x"] == [11.0] and speed["y"] == pytest.approx([32.0])
+    assert speed["error_x"]["array"] == pytest.approx([1.4142135])  # std of 10 and 12 steps/s
+    assert speed["error_y"]["array"] == pytest.approx([2.8284271])  # std of 30 % and 34 %
+    assert memory["x"] == [1100.0] and memory["error_x"]["array"] == pytest.approx([141.42135])  # MiB
+    one_seed = points[("nystrom", "x")]
+    assert one_seed["x"] == [30.0] and one_seed["y"] == pytest.approx([40.0])
+    assert one_seed["error_y"]["visible"] is False  # one seed: no spread to show
+    assert "training steps/s" in figures[0]["layout"]["xaxis"]["title"]["text"]
+    assert "peak memory, MiB" in figures[0]["layout"]["xaxis2"]["title"]["text"]
+    assert html.index('id="tradeoff"') < html.index('id="speed"')  # right after the accuracy table
+
+
+def test_curves_show_the_spread_over_seeds_and_keep_unfinished_runs_out_of_it(tmp_path):
+    pytest.importorskip("plotly")
+    root = tmp_path / "outputs"
+    header = "epoch,step,train/loss,val/acc\n"
+    for seed, (a, b) in enumerate(((0.2, 0.4), (0.4, 0.6))):
+        write_run(root, "listops", "softmax", seed, b, csv=header + f"0,10,,{a}\n0,20,,{b}\n")
+    write_run(root, "listops", "softmax", 2, 0.1, status="failed", csv=header + "0,10,,0.9\n")
+    write_run(root, "listops", "nystrom", 0, 0.5, csv=header + "0,10,,0.3\n0,20,,0.5\n")
+    out = tmp_path / "compare"
+    build([root], out)
+    (figure,) = titled(plotly_figures((out / "index.html").read_text()), "ListOps: validation accuracy")
+    traces = {t.get("name"): t for t in figure["data"]}
+    mean = traces["softmax (mean ± std, 2 seeds)"]
+    assert mean["x"] == [10, 20] and mean["y"] == pytest.approx([30.0, 50.0])
+    band = [t for t in figure["data"] if t.get("legendgroup") == "softmax" and not t.get("name")]
+    upper, lower = band
+    assert lower["fill"] == "tonexty" and lower["fillcolor"].startswith("rgba(")
+    assert upper["y"] == pytest.approx([30 + 14.142136, 50 + 14.142136])
+    assert lower["y"] == pytest.approx([30 - 14.142136, 50 - 14.142136])
+    # The failed seed is drawn apart, dotted; a single seed is its own curve.
+    assert traces["softmax seed 2 (failed)"]["line"]["dash"] == "dot"
+    assert traces["nystrom"]["y"] == pytest.approx([30.0, 50.0])
+
+
+def test_ratio_bars_carry_the_spread_over_seeds(runs_root, tmp_path):
+    pytest.importorskip("plotly")
+    out = tmp_path / "compare"
+    build([runs_root], out)
+    (figure,) = titled(plotly_figures((out / "index.html").read_text()), "Relative to softmax")
+    bars = {t["name"]: t for t in figure["data"]}
+    assert set(bars) == {"train tokens/s", "eval tokens/s", "peak memory"}
+    x = bars["train tokens/s"]["x"].index("ListOps<br>nystrom")
+    assert bars["train tokens/s"]["y"][x] == pytest.approx(2.0)
+    assert bars["train tokens/s"]["error_y"]["array"][x] == 0  # both nystrom seeds ran at 20 steps/s
+
+
+def test_many_lines_stay_distinguishable():
+    """18 attentions or benchmark variants: each line a colour of its own, and a dash and a marker that
+    differ from its neighbours'."""
+    pytest.importorskip("plotly")
+    labels = [f"variant{i}" for i in range(18)]
+    colour, dash, symbol = plots.colours(labels), plots.dashes(labels), plots.symbols(labels)
+    assert len(set(colour.values())) == 18
+    assert all(dash[a] != dash[b] and symbol[a] != symbol[b] for a, b in pairwise(labels))
+    rows = [
+        {"variant": v, "n": n, "time_s": (i + 1) * n / 1e4} for i, v in enumerate(labels) for n in (256, 512)
+    ]
+    (figure,) = plotly_figures(
+        "<body>" + "".join(plots.bench_figures(rows, "n", ["variant"], ["time_s"], "efficiency"))
+    )
+    lines = [(t["line"]["color"], t["line"]["dash"]) for t in figure["data"]]
+    assert len(figure["data"]) == 18 and len({c for c, _ in lines}) == 18

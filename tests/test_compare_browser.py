@@ -1,15 +1,27 @@
-"""The dashboard of a real (tiny) sweep, opened in headless Chromium: the tables are there and the
-plotly plots actually render (their SVG exists only after the browser ran the inline JavaScript)."""
+"""The dashboard opened in headless Chromium: for a real (tiny) sweep, the tables are there and the
+plotly plots actually render (their SVG exists only after the browser ran the inline JavaScript); for
+it and a hand-written sweep of five tasks and attentions, nothing is wider than a 1,280 px window.
+
+``python -m tests.test_compare_browser [PNG]`` redraws the README's picture (docs/img/dashboard.png)
+from the hand-written sweep.
+"""
 
 from __future__ import annotations
 
+import html
+import json
+import os
+import re
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from lra.compare import build, plots
+from tests.test_compare import showcase_runs
 from tests.test_sweep import sweep_attentions, tiny_sweep
 
 CHROMIUM_FLAGS = [
@@ -74,3 +86,89 @@ def test_dashboard_screenshot(dashboard, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert shot.is_file() and shot.stat().st_size > 20_000  # a real page, not a blank one
+
+
+# -- a 1,280 px window -------------------------------------------------------------------------------
+WIDTH = 1280
+
+# Appended to a copy of the page: once it has loaded (and plotly drawn), open every <details> and
+# write the window's width and every table's, plot's and image's box into the DOM, for --dump-dom.
+MEASURE = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  document.querySelectorAll("details").forEach((d) => { d.open = true; });
+  const boxes = [...document.querySelectorAll("table, .table-wrap, .plotly-graph-div, .main-svg, img")]
+    .map((el) => {
+      const box = el.getBoundingClientRect();
+      const cls = String(el.className.baseVal ?? el.className);
+      return {name: el.id || cls, cls, left: box.left, right: box.right, scroll: el.scrollWidth,
+              client: el.clientWidth};
+    });
+  const out = document.createElement("pre");
+  out.id = "layout";
+  out.textContent = JSON.stringify({window: window.innerWidth, page: document.documentElement.scrollWidth, boxes});
+  document.body.appendChild(out);
+}, 100));
+</script>"""
+
+
+def layout(page: Path, tmp_path: Path) -> dict:
+    """The boxes of ``page`` laid out in a WIDTH px wide window."""
+    probe = tmp_path / "layout.html"
+    probe.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>"), encoding="utf-8"
+    )
+    proc = run_chromium(tmp_path, f"--window-size={WIDTH},1000", "--dump-dom", probe.as_uri())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = re.search(r'<pre id="layout">(.*?)</pre>', proc.stdout, re.S)
+    assert found, "the measuring script did not run"
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.fixture(scope="module")
+def showcase(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("showcase")
+    out = root / "compare"
+    build([showcase_runs(root / "runs")], out)
+    return out
+
+
+@pytest.mark.parametrize("which", ["showcase", "dashboard"])
+def test_nothing_is_wider_than_a_1280_px_window(which, request, tmp_path):
+    page = request.getfixturevalue(which) / "index.html"
+    measured = layout(page, tmp_path)
+    assert measured["window"] == WIDTH
+    assert measured["page"] <= WIDTH, "the page scrolls sideways"
+    names = [box["name"] for box in measured["boxes"]]
+    for table in ("lra-table", "published-table", "speed-table", "runs-table"):
+        assert table in names, table
+    if plots.available():
+        drawn = [box for box in measured["boxes"] if box["cls"] == "main-svg"]
+        assert sum("plotly-graph-div" in box["cls"] for box in measured["boxes"]) >= 3 and drawn
+    for box in measured["boxes"]:
+        assert box["left"] >= 0 and box["right"] <= WIDTH, box  # not cut off
+        assert box["scroll"] <= box["client"] + 1, box  # no horizontal scrollbar of its own
+
+
+def test_showcase_screenshot(showcase, tmp_path):
+    shot = screenshot(showcase / "index.html", tmp_path / "dashboard.png", tmp_path)
+    assert shot.stat().st_size > 50_000  # tables and plots, not a blank page
+
+
+def screenshot(page: Path, png: Path, tmp_path: Path, height: int = 1660) -> Path:
+    proc = run_chromium(tmp_path, f"--window-size={WIDTH},{height}", f"--screenshot={png}", page.as_uri())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return png
+
+
+def main(png: Path) -> None:
+    """The README's picture: the top of the hand-written sweep's dashboard in a 1,280 px window."""
+    png = png.resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # the page names the folder it was built from: a short, telling name
+        build([showcase_runs(Path("hand-written-example-runs"))], Path("compare"))
+        screenshot(Path(tmp) / "compare" / "index.html", png, Path(tmp))
+    print(f"wrote {png}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/img/dashboard.png"))

@@ -4,17 +4,20 @@ settings that are files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import pytest
 
 import data.cache as cache
+import data.listops_generator as listops_generator
 from data.cache import SPEC_FILE, AtomicDirectory, check_replaceable, generation_lock, read_spec
 from data.listops import ListOpsDataModule
 from data.listops_generator import ListOpsSpec, generate_examples, generate_listops
 from data.listops_generator import main as listops_main
 from data.pathfinder_generator import PathfinderSpec, generate_pathfinder, spec_for
+from lra.compare.__main__ import main as compare_main
 from lra.config_checks import check_config
 from lra.errors import ConfigError
 from tests.conftest import run_cli, tiny_listops
@@ -172,8 +175,8 @@ def test_replacing_fails_midway_keeps_the_old_data(tmp_path, monkeypatch):
 def test_killed_between_the_renames_the_next_lock_puts_the_old_data_back(tmp_path):
     folder = generated(tmp_path / "gen")
     before = snapshot(folder)
-    aside = tmp_path / f".gen.replaced-{DEAD_PID}"
-    partial = tmp_path / f".gen.partial-{DEAD_PID}"
+    aside = tmp_path / f".lra-{cache._host()}-{DEAD_PID}.replaced-gen"
+    partial = tmp_path / f".lra-{cache._host()}-{DEAD_PID}.partial-gen"
     folder.rename(aside)  # killed after setting the old folder aside, before the new one was in place
     generated(partial)
     with generation_lock(folder):
@@ -224,6 +227,80 @@ def test_listops_settings_that_never_finish_are_refused(tmp_path, settings, key)
         generate_examples(ListOpsSpec(**generate), workers=1, progress=False)
 
 
+def test_listops_depth_whose_trees_never_finish_is_refused(tmp_path, capsys):
+    """Past about 1.5 children per node a tree's size multiplies with each level: at max_depth=60 one
+    tree has ~10^11 tokens on average, and generation hung on the first one."""
+    generate = {**SPEC.__dict__, "max_depth": 60, "max_args": 10, "min_length": 500, "max_length": 2000}
+    with pytest.raises(ConfigError) as err:
+        ListOpsDataModule(path=tmp_path, generated_path=tmp_path / "g", cache_dir=tmp_path, generate=generate)
+    msg = str(err.value)
+    assert msg.startswith("data.generate.max_depth=60 ") and "max_depth=20 or less" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match="max_depth=10 with max_args=50"):
+        generate_examples(ListOpsSpec(max_args=50), workers=1, progress=False)
+    with pytest.raises(SystemExit) as exit_:
+        listops_main([str(tmp_path / "out"), "--max-depth=60", "--workers=1"])
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1 and len(err_lines) == 1 and err_lines[0].startswith("error: max_depth=60 ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_listops_window_too_few_trees_fall_into_is_refused_while_generating(monkeypatch):
+    """A reachable window that almost no tree falls into: generation stops instead of drawing forever."""
+    monkeypatch.setattr(listops_generator, "YIELD_EVIDENCE", 4_000)
+    rare = ListOpsSpec(
+        num_train=50, num_val=5, num_test=5, min_length=20_000, max_length=10**6, chunk_attempts=500
+    )
+    with pytest.raises(ConfigError, match=r"^only 0 of 4000 ListOps trees .* min_length=20000 < tokens"):
+        generate_examples(rare, workers=1, progress=False)
+
+
+def test_listops_generation_is_unchanged_by_the_bounds():
+    """The bounds refuse or stop; they never change which trees a seed draws (hashes of the examples
+    drawn before the bounds existed: the LRA recipe's length window, and a tiny test set)."""
+
+    def digest(spec):
+        examples = generate_examples(spec, workers=1, progress=False)
+        return hashlib.sha256(json.dumps(examples).encode()).hexdigest()[:16]
+
+    assert digest(ListOpsSpec(num_train=50, num_val=5, num_test=5)) == "3baca54fb256088b"
+    assert digest(SPEC) == "13f67e585c0844ba"
+
+
+def test_generator_into_the_current_folder(tmp_path, monkeypatch, capsys):
+    """``cd <empty folder>; python -m data.listops_generator .``: its temporary folder goes beside the
+    folder, not inside it, and the folder is filled in place (a shell in it keeps seeing it)."""
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    args = [
+        "--num-train=8",
+        "--num-val=2",
+        "--num-test=2",
+        "--min-length=3",
+        "--max-length=40",
+        "--max-depth=4",
+    ]
+    listops_main([".", *args, "--workers=1"])
+    assert capsys.readouterr().out.strip() == "wrote ."
+    assert sorted(os.listdir(folder)) == ["basic_test.tsv", "basic_train.tsv", "basic_val.tsv", SPEC_FILE]
+    assert os.path.samefile(os.getcwd(), folder)
+    listops_main([".", *args, "--num-train=9", "--workers=1"])  # its own generation: replaced in place
+    assert os.path.samefile(os.getcwd(), folder) and read_spec(folder, ListOpsSpec).num_train == 9
+    assert len((folder / "basic_train.tsv").read_text().splitlines()) == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # nothing left beside it
+
+
+@pytest.mark.parametrize("where", ["file", "below a file"])
+def test_dashboard_out_that_is_a_file_is_one_line(tmp_path, capsys, where):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "report").write_text("mine")
+    out = tmp_path / "report" if where == "file" else tmp_path / "report" / "sub"
+    assert compare_main([str(tmp_path / "runs"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --out={out} ") and "point --out at a folder" in err[0]
+    assert (tmp_path / "report").read_text() == "mine"
+
+
 # -- 2 and 4. config values checked before anything is built ---------------------------------------
 BAD_VALUES = [
     ("data.batch_size=0", "data.batch_size=0"),
@@ -270,6 +347,20 @@ BAD_VALUES = [
     ("trainer.log_every_n_steps=-1", "trainer.log_every_n_steps=-1"),
     ("data.max_len=256", "data.max_len=256 is longer than model.max_len=128"),
     ("+data.split_seed=-1", "data.split_seed=-1"),
+    # Sizes the model or a batch allocates: one line, not a multi-line allocator error.
+    (
+        "model.max_len=1000000000000",
+        "model.max_len=1000000000000 must be at most 1048576 (the longest LRA input",
+    ),
+    ("model.dim=1099511627776", "model.dim=1099511627776"),
+    ("model.ffn_dim=1099511627776", "model.ffn_dim=1099511627776"),
+    ("model.vocab_size=1099511627776", "model.vocab_size=1099511627776"),
+    ("model.depth=1000000000", "model.depth=1000000000"),
+    ("model.head_hidden_dim=1099511627776", "model.head_hidden_dim=1099511627776"),
+    ("data.batch_size=1000000000000", "data.batch_size=1000000000000"),
+    ("data.eval_batch_size=1000000000000", "data.eval_batch_size=1000000000000"),
+    ("data.max_len=1000000000000", "data.max_len=1000000000000 must be at most 1048576"),
+    ("model.dim=65536", "model.dim=65536, model.depth=2, model.ffn_dim=128, model.max_len=128"),
 ]
 
 

@@ -3,6 +3,7 @@ splits, truncation, stale Pathfinder caches, concurrent generation, leftovers, b
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import stat
@@ -10,14 +11,14 @@ import stat
 import numpy as np
 import pytest
 
+import data.cache as cache
 from data.cache import (
     RaggedDataset,
     atomic_write_text,
     clean_leftovers,
-    generation_lock,
-    preparation_lock,
+    load_ragged_dataset,
 )
-from data.listops import VOCAB, DataFormatError, read_listops_tsv
+from data.listops import VOCAB, DataFormatError, ListOpsDataModule, read_listops_tsv
 from data.pathfinder import PathfinderDataModule
 from data.retrieval import read_aan_tsv
 from lra import results
@@ -170,28 +171,83 @@ def test_fixed_image_is_picked_up(tmp_path):
 DEAD_PID = 2**22 + 12345  # above Linux's pid_max: never a live process
 
 
+def ours(name: str, pid: int = DEAD_PID, host: str | None = None) -> str:
+    """A temporary's name as the harness writes it (``.lra-<host>-<pid>.<name>``)."""
+    return f".lra-{host or cache._host()}-{pid}.{name}"
+
+
+def generating(tmp_path, **kw):
+    return module(tmp_path, source="generate", generate=SPEC, workers=1, max_len=200, **kw)
+
+
 def test_leftovers_of_killed_preparations_are_removed_under_the_lock(tmp_path):
-    cache = tmp_path / "cache"
-    (cache / "listops" / "abc").mkdir(parents=True)
-    dead_tmp = cache / "listops" / "abc" / f".train.npz.{DEAD_PID}.k2j3h4g5.tmp"
-    dead_dir = cache / "pathfinder32" / f".0123abcd.partial-{DEAD_PID}"
-    live_dir = cache / "pathfinder32" / f".4567abcd.partial-{os.getpid()}"
-    for d in (dead_dir, live_dir):
+    where = tmp_path / "cache" / "listops"  # where ListOps caches are built
+    dead_dir = where / ours("partial-0123abcd")
+    dead_tmp = where / ours("k2j3h4g5.train.npz.tmp")
+    live_dir = where / ours("partial-4567abcd", pid=os.getpid())
+    elsewhere = where / ours("partial-89abcdef", host="othernode")  # pid dead here, maybe alive there
+    for d in (dead_dir, live_dir, elsewhere):
         d.mkdir(parents=True)
     dead_tmp.write_bytes(b"half")
-    kept = cache / "listops" / "abc" / "train.npz"
-    kept.write_bytes(b"whole")
-    with preparation_lock(cache):
-        pass
-    assert not dead_tmp.exists() and not dead_dir.exists()
-    assert live_dir.exists() and kept.exists()  # a live writer's files and finished files stay
-    generated = tmp_path / "generated" / "listops-1000"
-    partial = tmp_path / "generated" / f".listops-1000.partial-{DEAD_PID}"
-    partial.mkdir(parents=True)
-    with generation_lock(generated):
-        pass
-    assert not partial.exists()
+    dead_generation = tmp_path / ours("partial-generated")  # beside data.generated_path
+    dead_generation.mkdir()
+    generating(tmp_path).prepare_data()
+    assert not dead_tmp.exists() and not dead_dir.exists() and not dead_generation.exists()
+    assert live_dir.exists() and elsewhere.exists()  # a live writer's, and another machine's, stay
     assert clean_leftovers(tmp_path / "nowhere") == []
+
+
+def test_a_users_folder_as_cache_dir_keeps_what_only_looks_temporary(tmp_path):
+    """cache_dir and data.generated_path's parent set to a user's folder: the cleanup of killed
+    preparations removes only the harness's own temporaries, only where it builds."""
+    mine = tmp_path / "mine"
+    kept = [
+        mine / f".notes.{DEAD_PID}.v2.tmp",
+        mine / f".thesis.partial-{DEAD_PID}" / "ch1.tex",
+        mine / "sub" / f".draft.partial-{DEAD_PID}" / "notes.txt",
+        mine / f".gen.replaced-{DEAD_PID}" / "old.txt",
+        mine / "listops" / f".train.npz.{DEAD_PID}.k2j3h4g5.tmp",
+        mine / "sub" / ours("partial-x") / "a.txt",  # the harness's form, in a folder it does not build in
+        mine / "listops" / "sub" / ours("k2j3h4g5.b.tmp"),
+    ]
+    for path in kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    dm = generating(tmp_path, cache_dir=mine, generated_path=mine / "gen")
+    dm.setup()
+    assert [path.read_text() for path in kept] == ["mine"] * len(kept)
+    assert (mine / "gen" / "generation.json").is_file() and dm.data_record()["splits"]["train"]["examples"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_cache_file_is_rebuilt(tmp_path, caplog, damage):
+    """``truncate -s 100 <cache_dir>/listops/<key>/train.npz``: derived data, rebuilt (with a warning
+    naming it), not a zipfile.BadZipFile traceback."""
+    write_release(tmp_path / "listops-1000")
+    first = module(tmp_path)
+    first.setup()
+    (npz,) = (tmp_path / "cache" / "listops").glob("*/train.npz")
+    if damage == "truncated":
+        os.truncate(npz, 100)
+    else:
+        npz.write_bytes(b"not a cache\n" * 40)
+    again = module(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="data.base"):
+        again.setup()
+    assert again.data_record()["fingerprint"] == first.data_record()["fingerprint"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(npz) in warnings[0] and "rebuilding" in warnings[0]
+    assert [p.name for p in npz.parent.parent.iterdir()] == [npz.parent.name]  # nothing left beside it
+
+
+def test_cache_that_stays_unreadable_is_one_line_saying_to_delete_it(tmp_path, monkeypatch):
+    write_release(tmp_path / "listops-1000")
+    monkeypatch.setattr(ListOpsDataModule, "load", lambda self, c: load_ragged_dataset(c / "missing.npz"))
+    with pytest.raises(DataFormatError) as err:
+        module(tmp_path).setup()
+    (cache_path,) = (tmp_path / "cache" / "listops").iterdir()
+    msg = str(err.value)
+    assert f"delete the folder {cache_path} and run again" in msg and "missing.npz" in msg and "\n" not in msg
 
 
 def test_cache_files_and_results_json_are_readable_by_others(tmp_path):

@@ -555,3 +555,51 @@ def test_a_fine_tune_is_a_run_of_its_own(tmp_path, capsys, recorded):
     tuned_row = row(tables["lra-table"], "softmax [fine-tuned=true]")[0][1]
     assert tuned_row == ("failed (1 of 1)" if recorded == "crashed" else "50.00 (n=1)")
     assert len(tables["runs-table"]) == 3 and "evaluations-table" not in tables
+
+
+def test_only_a_completed_continuation_hides_the_run_it_continues(tmp_path):
+    """A resume that was refused, failed or is still going stands for nothing yet."""
+    from lra.compare.collect import collect
+
+    root = tmp_path / "outputs"
+    source, ckpt = _source_run(root)
+    refused = _derived_run(root / "refused", ckpt, None, resumed_from=ckpt)
+    record = json.loads((refused / "results.json").read_text())
+    (refused / "results.json").write_text(json.dumps({**record, "status": "failed", "error": "ConfigError"}))
+    assert {r.run_dir for r in collect([root])} == {source, refused}
+    resumed = _derived_run(root / "resumed", ckpt, 0.40, resumed_from=ckpt)
+    assert {r.run_dir for r in collect([root])} == {refused, resumed}
+
+
+def test_a_resumed_fine_tune_is_still_a_fine_tune(tmp_path):
+    from lra.compare.collect import collect
+
+    root = tmp_path / "outputs"
+    source, ckpt = _source_run(root)
+    tuned = _derived_run(root / "tuned", ckpt, None, initialized_from=ckpt, config={"resume_check": False})
+    (tuned / "checkpoints").mkdir()
+    (tuned / "checkpoints" / "last.ckpt").write_bytes(b"")
+    tuned_ckpt = str(tuned / "checkpoints" / "last.ckpt")
+    record = json.loads((tuned / "results.json").read_text())
+    (tuned / "results.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    resumed = _derived_run(root / "resumed", tuned_ckpt, 0.5, resumed_from=tuned_ckpt, initialized_from=ckpt)
+    runs = {r.run_dir: r for r in collect([root])}
+    assert set(runs) == {source, resumed} and runs[resumed].role == "fine-tune"
+
+
+def test_runs_moved_together_are_still_one_run_and_one_run_named_twice_counts_once(tmp_path):
+    from lra.compare.collect import collect
+
+    root = tmp_path / "outputs"
+    _source, ckpt = _source_run(root)
+    _derived_run(root / "resumed", ckpt, 0.40, resumed_from=ckpt)
+    moved = tmp_path / "elsewhere" / "org"
+    moved.parent.mkdir()
+    root.rename(moved)  # resumed_from now names a path that is gone
+    assert [r.run_dir.name for r in collect([moved])] == ["resumed"]
+    assert len(collect([moved / "resumed", moved / ".." / "org" / "resumed"])) == 1
+    # The same checkpoint resumed twice: one run, the later one shown.
+    again = _derived_run(moved / "again", ckpt, 0.45, resumed_from=ckpt)
+    record = json.loads((again / "results.json").read_text())
+    (again / "results.json").write_text(json.dumps({**record, "finished_at": "2999-01-01T00:00:00+00:00"}))
+    assert [r.run_dir.name for r in collect([moved])] == ["again"]

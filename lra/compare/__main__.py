@@ -7,7 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
+from data.cache import check_folder
 from lra.compare import build
+from lra.errors import ConfigError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,13 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: not found: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
+    try:
+        check_folder(args.out, "--out")  # a file there, or above it: one line instead of a traceback
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     report = build(args.paths, args.out, bench=args.bench)
     if report.runs == 0:
         print(f"warning: no run directories (results.json or .hydra/) under {args.paths}", file=sys.stderr)
-    print(
-        f"{report.runs} runs ({report.completed} completed, {report.failed} failed): "
-        f"wrote {report.html} and {report.markdown}"
-    )
+    print(f"{report.summary()}: wrote {report.html} and {report.markdown}")
     return 0
 
 

@@ -1,9 +1,10 @@
 """Find run directories and read what each left behind, whatever state it is in.
 
 A run directory is one holding ``results.json`` or Hydra's ``.hydra/config.yaml``. A crashed run
-(killed before it could write ``results.json``), an unreadable or partial ``results.json`` and a run
-that recorded ``status: failed`` all come back as a failed :class:`Run` with the reason, never as an
-exception: one bad run must not hide the others from the dashboard. A results.json written before
+(no ``results.json``: killed before it could write one, or still running), an interrupted run
+(``status: interrupted``), an unreadable or partial ``results.json`` and a run that recorded
+``status: failed`` each come back as a :class:`Run` in its own state (:data:`STATES`) with the reason,
+never as an exception: one bad run must not hide the others from the dashboard. A results.json written before
 some fields existed reads with those fields empty (:mod:`lra.results`).
 
 Everything in a run directory is input from whoever made it, read as such (:mod:`lra.run_files`):
@@ -67,7 +68,7 @@ def _first_line(exc: BaseException) -> str:
 @dataclass
 class Run:
     run_dir: Path
-    status: str  # "completed" or "failed" (failed covers crashed and unreadable runs too)
+    status: str  # one of STATES: "completed", "interrupted", "failed" (unreadable too), "crashed"
     task: str
     attention: str
     seed: int | None
@@ -116,6 +117,23 @@ class Run:
         return self.variant or self.attention
 
 
+# What a run directory says about how its run ended. Only completed runs have results that count;
+# an interrupted run was stopped on request (Ctrl-C, SIGTERM) and may be resumed, which is no failure;
+# a folder without results.json cannot tell a crash from a run still going.
+STATES = ("completed", "interrupted", "failed", "crashed")
+STATE_LABELS = {
+    "completed": "completed",
+    "interrupted": "interrupted",
+    "failed": "failed",
+    "crashed": "crashed or still running",
+}
+
+
+def state_counts(runs: list[Run]) -> dict[str, int]:
+    """state -> number of runs, every state present (zero included), in STATES order."""
+    return {state: sum(r.status == state for r in runs) for state in STATES}
+
+
 def is_run_dir(path: Path) -> bool:
     return (path / results_schema.FILENAME).is_file() or (path / HYDRA_CONFIG).is_file()
 
@@ -140,7 +158,10 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
                 elif is_run_dir(root_path / name):
                     found.append(root_path / name)
                     dirs.remove(name)  # a run directory holds no further runs
-    return sorted(set(found))
+    unique: dict[Path, Path] = {}  # one run named twice (a path and its absolute form) is one run
+    for path in sorted(found):
+        unique.setdefault(path.resolve(), path)
+    return sorted(unique.values())
 
 
 def _hydra_config(run_dir: Path) -> dict[str, Any]:
@@ -202,11 +223,13 @@ def role(record: RunRecord | None, config: dict) -> tuple[str, str | None]:
         if record.kind == "evaluation" or (record.kind is None and _false(config, "train")):
             tested = record.tested_checkpoint or record.resumed_from or config.get("ckpt_path")
             return "evaluation", str(tested) if tested else None
+        if record.resumed_from and not _false(config, "resume_check"):
+            # A resumed fine-tune is a resume too (its record also names the fine-tune's origin).
+            return "resume", record.resumed_from
         if record.initialized_from:
             return "fine-tune", record.initialized_from
-        if record.resumed_from:
-            # Records written before initialized_from existed said resumed_from for a fine-tune too.
-            return ("fine-tune" if _false(config, "resume_check") else "resume"), record.resumed_from
+        if record.resumed_from:  # records written before initialized_from existed
+            return "fine-tune", record.resumed_from
         return "training", None
     ckpt = config.get("ckpt_path")
     ckpt = str(ckpt) if ckpt else None
@@ -219,13 +242,30 @@ def role(record: RunRecord | None, config: dict) -> tuple[str, str | None]:
 
 def read_run(run_dir: Path) -> Run:
     run_dir = Path(run_dir)
-    record, error = read_record(run_dir / results_schema.FILENAME)
+    path = run_dir / results_schema.FILENAME
+    record, error = read_record(path)
     config = record.config if record is not None and record.config else _hydra_config(run_dir)
-    status = "completed" if record is not None and record.ok else "failed"
-    if status == "failed" and error is None:
-        error = record.error or f"status {record.status!r}"
+    if record is not None:
+        status = record.status if record.status in STATES else "failed"
+        if status != "completed" and error is None:
+            error = record.error or f"status {record.status!r}"
+    else:
+        # No results.json at all (not even a link or a folder of that name): nothing says it ended.
+        status = "crashed" if not (path.exists() or path.is_symlink()) else "failed"
     seed = record.seed if record is not None and record.seed is not None else config.get("seed")
     kind, ckpt = role(record, config)
+    if kind == "resume":  # what the whole run is: a fine-tune if its first piece was one
+        first = resume_chain(run_dir)[0]
+        if first != run_dir:
+            first_record, _ = read_record(first / results_schema.FILENAME)
+            first_config = (
+                first_record.config
+                if first_record is not None and first_record.config
+                else _hydra_config(first)
+            )
+            origin, origin_ckpt = role(first_record, first_config)
+            if origin == "fine-tune":
+                kind, ckpt = origin, origin_ckpt
     return Run(
         run_dir=run_dir,
         status=status,
@@ -241,25 +281,55 @@ def read_run(run_dir: Path) -> Run:
 
 
 def collect(paths: list[Path]) -> list[Run]:
-    """Every run found, except the pieces of a resumed run that a later run continued: the run that
-    continues them stands for the whole (its curves include theirs, :func:`read_curves`)."""
+    """Every run found, except the pieces of a resumed run that a later run continued: the later run
+    stands for the whole (its curves include theirs, :func:`read_curves`). A continuation that failed
+    (a resume refused, say) hides nothing, and one that has not completed (interrupted, or crashed or
+    still running) hides no completed piece. Two completed runs that continue the same piece are one
+    run resumed twice: the later one stands for it."""
     _warned.clear()
     dirs = find_run_dirs(paths)
-    continued = {p.resolve() for d in dirs for p in resume_chain(d)[:-1]}
-    return [read_run(d) for d in dirs if d.resolve() not in continued]
+    runs = {d: read_run(d) for d in dirs}
+    chains = {d: resume_chain(d) for d in dirs if runs[d].status != "failed"}
+    found = {d.resolve(): runs[d] for d in dirs}
+    hidden = set()
+    for d, chain in chains.items():
+        for piece in chain[:-1]:
+            known = found.get(piece.resolve())
+            if runs[d].ok or known is None or not known.ok:
+                hidden.add(piece.resolve())
+    by_piece: dict[Path, list[Path]] = {}
+    for d, chain in chains.items():
+        if len(chain) > 1 and runs[d].ok:
+            by_piece.setdefault(chain[-2].resolve(), []).append(d)
+    for piece, forks in by_piece.items():
+        if len(forks) > 1:
+            forks.sort(key=lambda d: (runs[d].record.finished_at or "") if runs[d].record else "")
+            for d in forks[:-1]:
+                hidden.add(d.resolve())
+                warn_once(d, f"continues {piece} as {forks[-1]} also does; the later one is shown")
+    return [runs[d] for d in dirs if d.resolve() not in hidden]
 
 
 def _checkpoint_run_dir(run_dir: Path, ckpt: str) -> Path | None:
     """The run directory holding ``ckpt`` (``<run>/checkpoints/<name>.ckpt``). A relative path was
     relative to where that run was started, usually a folder above ``outputs/``: tried as given, then
-    against each folder above ``run_dir``."""
+    against each folder above ``run_dir``. A path that no longer exists (the runs were moved or copied
+    together) is looked for by its last parts (``<run folder>/checkpoints/<name>.ckpt``, then with
+    more folders above) under each folder above ``run_dir``."""
     path = Path(ckpt)
-    candidates = (
-        [path] if path.is_absolute() else [path, *(a / path for a in Path(run_dir).resolve().parents)]
-    )
+    ancestors = list(Path(run_dir).resolve().parents)
+    candidates = [path] if path.is_absolute() else [path, *(a / path for a in ancestors)]
+    parts = path.parts
+    for k in range(3, len(parts)):
+        tail = Path(*parts[-k:])
+        candidates += [a / tail for a in ancestors]
     for candidate in candidates:
         parent = candidate.parent.parent
-        if candidate.parent.name == "checkpoints" and is_run_dir(parent):
+        if (
+            candidate.parent.name == "checkpoints"
+            and is_run_dir(parent)
+            and parent.resolve() != Path(run_dir).resolve()
+        ):
             return parent
     return None
 

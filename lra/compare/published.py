@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 # The five LRA tasks the published averages cover, in the papers' order.
 LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder")
+# Every task the dashboard gives a column, whether or not a run of it exists: Path-X is part of the
+# benchmark (the LRA paper reports every model as failing it), so its empty column says "not run".
+TASK_COLUMNS = (*LRA_TASKS, "pathx")
 TASK_TITLES = {
     "listops": "ListOps",
     "text": "Text",
@@ -26,6 +29,7 @@ TASK_TITLES = {
 class PublishedRow:
     source: str
     model: str
+    attention: str | None  # our attention (conf/attention/<name>.yaml) it corresponds to, if any
     accuracy: dict[str, float]  # task -> test accuracy, %
     average: float  # as printed in the source
 
@@ -36,7 +40,28 @@ class PublishedRow:
 
 def _row(source: str, model: str, *values: float) -> PublishedRow:
     *per_task, average = values
-    return PublishedRow(source, model, dict(zip(LRA_TASKS, per_task, strict=True)), average)
+    attention = ATTENTION_OF.get(model)
+    return PublishedRow(source, model, attention, dict(zip(LRA_TASKS, per_task, strict=True)), average)
+
+
+# The papers' model names -> the attention of this repository that implements the same mechanism,
+# so that a dashboard shows the published rows of what it ran first. Models without one here (Sparse
+# Transformer, Longformer, Synthesizer) match no run.
+ATTENTION_OF = {
+    "Transformer": "softmax",
+    "Standard softmax": "softmax",
+    "Standard": "softmax",
+    "Self-attention": "softmax",
+    "Local Attention": "local",
+    "Linformer": "linformer",
+    "Reformer": "reformer",
+    "BigBird": "bigbird",
+    "Linear Trans.": "linear",
+    "Performer": "performer",
+    "Nyströmformer": "nystrom",
+    "Nyström-128": "nystrom",
+    "Skyformer": "skyformer",
+}
 
 
 PUBLISHED = (

@@ -8,9 +8,19 @@ from lra.compare.tables import Table
 
 
 def _cell(tag: str, kind: str, content: str) -> str:
-    """A cell whose alignment comes from its column's kind (CSS ``.text`` / ``.long``)."""
-    attr = "" if kind == "number" else f' class="{kind}"'
-    return f"<{tag}{attr}>{escape(content)}</{tag}>"
+    """A cell whose alignment comes from its column's kind (CSS ``.text`` / ``.long``). A number with
+    a remark (``35.00 ± 7.07 (n=3, 1 failed)``) may wrap before the remark, never inside the number:
+    a table of many such columns still fits a narrow window."""
+    classes = [] if kind == "number" else [kind]
+    if tag == "th" and " " not in content:
+        classes.append("nw")  # a one-word header ("Path-X") breaks at no hyphen
+    attr = f' class="{" ".join(classes)}"' if classes else ""
+    value, sep, remark = content.partition(" (")
+    if kind == "number" and sep and tag == "td":
+        body = f'<span class="v">{escape(value)}</span> <span class="r">({escape(remark)}</span>'
+    else:
+        body = escape(content)
+    return f"<{tag}{attr}>{body}</{tag}>"
 
 
 def table_html(table: Table) -> str:
@@ -42,6 +52,10 @@ def md_text(text: str) -> str:
     return " ".join("".join(MD_ESCAPES.get(c, c) for c in str(text)).splitlines())
 
 
+# Rows without a result, marked by state (the HTML colours them instead).
+MD_MARKS = {"failed": " ⚠", "crashed": " ⚠", "interrupted": " ⏸"}
+
+
 def table_markdown(table: Table) -> str:
     lines = [f"### {md_text(table.title)}", "", "| " + " | ".join(map(md_text, table.header)) + " |"]
     lines.append("|" + "---|" * len(table.header))
@@ -49,8 +63,8 @@ def table_markdown(table: Table) -> str:
         cells = [md_text(c) for c in cells]
         if kind == "section":
             cells = [f"**{cells[0]}**", *[""] * (len(table.header) - 1)]
-        elif kind == "failed":
-            cells = [cells[0] + " ⚠", *cells[1:]]
+        elif kind in MD_MARKS:
+            cells = [cells[0] + MD_MARKS[kind], *cells[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     if table.notes:
         lines.append("")

@@ -8,10 +8,16 @@ from pathlib import Path
 
 from lra.compare import plots
 from lra.compare.bench import load_bench
-from lra.compare.collect import collect
+from lra.compare.collect import STATE_LABELS, collect, state_counts
 from lra.compare.page import build_page
 from lra.compare.render import md_text, table_markdown
-from lra.compare.tables import evaluations_table, lra_table, runs_table, speed_table
+from lra.compare.tables import (
+    evaluations_table,
+    lra_table,
+    published_table,
+    runs_table,
+    speed_table,
+)
 from lra.compare.variants import assign_variants
 
 TITLE = "Long Range Arena: attention comparison"
@@ -23,7 +29,15 @@ class Report:
     markdown: Path
     runs: int
     completed: int
-    failed: int
+    failed: int  # recorded a failure, or an unreadable results.json
+    interrupted: int = 0  # stopped on request (status: interrupted)
+    crashed: int = 0  # no results.json: crashed or still running
+
+    def summary(self) -> str:
+        """``N runs (A completed, B interrupted, C failed, D crashed or still running)``."""
+        counts = {"completed": self.completed, "interrupted": self.interrupted, "failed": self.failed,
+                  "crashed": self.crashed}  # fmt: skip
+        return f"{self.runs} runs ({', '.join(f'{n} {STATE_LABELS[s]}' for s, n in counts.items())})"
 
 
 def build(paths: list[Path], out: Path, bench: list[Path] | None = None) -> Report:
@@ -32,9 +46,9 @@ def build(paths: list[Path], out: Path, bench: list[Path] | None = None) -> Repo
     trained = [r for r in runs if not r.evaluation]
     evaluated = [r for r in runs if r.evaluation]
     keys = assign_variants(trained)
-    completed = sum(r.ok for r in runs)
-    counts = {"runs": len(runs), "completed": completed, "failed": len(runs) - completed}
+    counts = {"runs": len(runs), **state_counts(runs)}
     lra, speed, all_runs = lra_table(trained), speed_table(trained, keys), runs_table(trained)
+    published = published_table(trained)
     evaluations = evaluations_table(evaluated) if evaluated else None
     bench_results = [load_bench(Path(p)) for p in bench or []]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -50,6 +64,8 @@ def build(paths: list[Path], out: Path, bench: list[Path] | None = None) -> Repo
         speed=speed,
         runs=all_runs,
         evaluations=evaluations,
+        published=published,
+        tradeoffs=plots.tradeoff_figures(trained),
         ratio_plot=plots.ratio_figure(trained, keys),
         curves=plots.curve_figures(trained),
         bench=bench_results,
@@ -59,21 +75,35 @@ def build(paths: list[Path], out: Path, bench: list[Path] | None = None) -> Repo
     bench_md = [
         "- " + md_text(f"{b.title}: {b.path}" + (f" ({b.note})" if b.note else "")) for b in bench_results
     ]
+    report = Report(
+        out / "index.html",
+        out / "results.md",
+        len(runs),
+        counts["completed"],
+        counts["failed"],
+        counts["interrupted"],
+        counts["crashed"],
+    )
+    # The published rows of attentions not run here come last and folded (GitHub renders <details>).
+    other_published = (
+        ["<details><summary>Other published results (attentions not run here)</summary>", "",
+         table_markdown(published), "</details>", ""]
+        if published.rows
+        else []
+    )  # fmt: skip
     markdown = "\n".join(
         [
             f"# {TITLE}",
             "",
-            md_text(
-                f"{meta}. {counts['runs']} runs: {completed} completed, {counts['failed']} failed. "
-                "Training curves and plots: index.html."
-            ),
+            md_text(f"{meta}. {report.summary()}. Training curves and plots: index.html."),
             "",
             table_markdown(lra),
             table_markdown(speed),
             *(["### Attention benchmarks", "", *bench_md, ""] if bench_md else []),
             table_markdown(all_runs),
             *([table_markdown(evaluations)] if evaluations is not None else []),
+            *other_published,
         ]
     )
     (out / "results.md").write_text(markdown, encoding="utf-8")
-    return Report(out / "index.html", out / "results.md", len(runs), completed, counts["failed"])
+    return report

@@ -1,9 +1,11 @@
 """The dashboard's tables as plain data (header + rows of strings), rendered by ``render``.
 
-- LRA accuracy: rows = attention (variant), columns = tasks + average, mean ± std over seeds of the
-  test accuracy at the best-validation checkpoint; the published rows below, marked as published.
+- LRA accuracy: rows = attention (variant), columns = tasks (Path-X included) + average, mean ± std
+  over the completed seeds of the test accuracy at the best-validation checkpoint; below them the
+  published rows of the attentions that were run, marked as published (the other published rows are
+  a table of their own, shown folded).
 - Speed and memory per task and attention, absolute and as ratios to softmax in the same setting.
-- Every run, failed ones included, with the reason.
+- Every run, in its state (completed, interrupted, failed, crashed or still running), with the reason.
 
 The measured columns of the last two come from the metrics table (``lra.metrics.METRICS``): its rows'
 labels, formats, directions (a ratio to softmax for those with one) and qualifiers.
@@ -11,14 +13,15 @@ labels, formats, directions (a ratio to softmax for those with one) and qualifie
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lra.compare.collect import Run
-from lra.compare.published import LRA_TASKS, PUBLISHED, task_title
+from lra.compare.collect import STATE_LABELS, Run
+from lra.compare.published import LRA_TASKS, PUBLISHED, TASK_COLUMNS, PublishedRow, task_title
 from lra.compare.variants import same_setting
 from lra.metrics import RUNS, SPEED, Metric, metrics
 
@@ -45,7 +48,9 @@ class Table:
     title: str
     columns: list[Column]
     rows: list[list[str]] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)  # per row: "ours" | "published" | "failed" | "section"
+    # per row: "ours" | "published" | "section", or the state of runs without a result ("failed",
+    # "interrupted", "crashed")
+    kinds: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -72,7 +77,21 @@ class Group:
 
     @property
     def failed(self) -> int:
-        return len(self.runs) - len(self.ok)
+        """Runs that ended without a result and were not stopped on request: recorded failures and
+        runs with no results.json (the cell cannot tell a crash from a run still going)."""
+        return sum(r.status in ("failed", "crashed") for r in self.runs)
+
+    @property
+    def interrupted(self) -> int:
+        return sum(r.status == "interrupted" for r in self.runs)
+
+    @property
+    def kind(self) -> str:
+        """The row kind of a group: "ours" when a seed completed, else the state of its runs."""
+        if self.ok:
+            return "ours"
+        states = {r.status for r in self.runs}
+        return states.pop() if len(states) == 1 else "failed"
 
     def values(self, key: str) -> list[float]:
         return [v for v in (r.metric(key) for r in self.ok) if v is not None]
@@ -83,6 +102,17 @@ class Group:
             return statistics.fmean(values) if values else None
         except OverflowError:  # finite values whose sum is not (a hand-made results.json)
             return None
+
+    def std(self, key: str) -> float | None:
+        """The sample standard deviation over the completed seeds; None with fewer than two."""
+        values = self.values(key)
+        if len(values) < 2 or self.mean(key) is None:
+            return None
+        try:
+            std = statistics.stdev(values)
+        except (OverflowError, ValueError):
+            return None
+        return std if math.isfinite(std) else None
 
 
 def group_runs(runs: list[Run]) -> dict[tuple[str, str], Group]:
@@ -102,7 +132,7 @@ def row_order(labels: list[tuple[str, str]]) -> list[str]:
 
 
 def task_order(tasks: set[str]) -> list[str]:
-    return [t for t in LRA_TASKS if t in tasks] + sorted(tasks - set(LRA_TASKS))
+    return [t for t in TASK_COLUMNS if t in tasks] + sorted(tasks - set(TASK_COLUMNS))
 
 
 # -- formatting --------------------------------------------------------------------------------------
@@ -111,16 +141,27 @@ def pct(mean: float, std: float | None = None) -> str:
 
 
 def accuracy_cell(group: Group | None, key: str = "test_acc") -> str:
+    """``mean ± std (n=seeds, ...)`` over the completed seeds; the runs without a result are counted
+    by state and never averaged."""
     if group is None:
         return "—"
     values = group.values(key)
-    failed = f", {group.failed} failed" if group.failed else ""
+    unfinished = [
+        f"{n} {state}" for n, state in ((group.failed, "failed"), (group.interrupted, "interrupted")) if n
+    ]
     if not values:
-        return f"failed ({group.failed} of {len(group.runs)})" if group.failed else "no test result"
-    std = statistics.stdev(values) if len(values) > 1 else None
+        if group.failed and group.interrupted:
+            return f"no result ({', '.join(unfinished)})"
+        if group.failed or group.interrupted:
+            state = "failed" if group.failed else "interrupted"
+            return f"{state} ({group.failed or group.interrupted} of {len(group.runs)})"
+        return "no test result"
+    mean = group.mean(key)
+    if mean is None:
+        return "—"
     short = sum(r.stopped_early for r in group.ok if r.metric(key) is not None)
-    early = f", {short} stopped early" if short else ""
-    return f"{pct(statistics.fmean(values), std)} (n={len(values)}{early}{failed})"
+    notes = [f"n={len(values)}", *([f"{short} stopped early"] if short else []), *unfinished]
+    return f"{pct(mean, group.std(key))} ({', '.join(notes)})"
 
 
 def number(value: float | None, digits: int = 3) -> str:
@@ -157,16 +198,36 @@ def formatted(metric: Metric, value: float | None) -> str:
 
 
 # -- tables ------------------------------------------------------------------------------------------
+def table_tasks(tasks: set[str]) -> list[str]:
+    """The task columns: every LRA task and Path-X (run or not), then any other task run."""
+    return list(TASK_COLUMNS) + sorted(tasks - set(TASK_COLUMNS))
+
+
+def published_cells(row: PublishedRow, tasks: list[str]) -> list[str]:
+    values = [f"{row.accuracy[t]:.2f}" if t in row.accuracy else "—" for t in tasks]
+    return [f"{row.label} [published]", *values, f"{row.average:.2f}"]
+
+
+def attention_order(runs: list[Run]) -> list[str]:
+    """The attentions run (softmax first), in the order of the accuracy table's rows."""
+    return list(
+        dict.fromkeys(r.attention for r in sorted(runs, key=lambda r: (r.attention != BASELINE, r.attention)))
+    )
+
+
 def lra_table(runs: list[Run]) -> Table:
-    groups = group_runs([r for r in runs if r.task != "unknown"])
-    our_tasks = {task for task, _ in groups}
-    tasks = list(LRA_TASKS) + sorted(our_tasks - set(LRA_TASKS))
+    """Our rows first, then the published rows of the attentions among ``runs`` (the others are in
+    :func:`published_table`)."""
+    known = [r for r in runs if r.task != "unknown"]
+    groups = group_runs(known)
+    tasks = table_tasks({task for task, _ in groups})
+    blank = [""] * (len(tasks) + 1)
     table = Table(
         "lra-table",
         "LRA accuracy (test %, at the best-validation checkpoint)",
         [*text("Model"), *numbers(*(task_title(t) for t in tasks), "Avg")],
     )
-    table.add(["Ours: mean ± std over seeds (n = completed seeds)", *[""] * (len(tasks) + 1)], "section")
+    table.add(["Ours: mean ± std over completed seeds (n = completed seeds)", *blank], "section")
     partial_average = False
     for label in row_order([(g.attention, g.label) for g in groups.values()]):
         cells, means = [], []
@@ -179,14 +240,28 @@ def lra_table(runs: list[Run]) -> Table:
         lra_means_complete = len(means) == len(LRA_TASKS)
         partial_average |= bool(means) and not lra_means_complete
         average = pct(statistics.fmean(means)) + ("" if lra_means_complete else "*") if means else "—"
-        all_failed = all(g.failed == len(g.runs) for (t, lab), g in groups.items() if lab == label)
-        table.add([label, *cells, average], "failed" if all_failed else "ours")
-    table.add(["Published (test %, from the papers; not run here)", *[""] * (len(tasks) + 1)], "section")
-    for row in PUBLISHED:
-        values = [f"{row.accuracy[t]:.2f}" if t in row.accuracy else "—" for t in tasks]
-        table.add([f"{row.label} [published]", *values, f"{row.average:.2f}"], "published")
+        own = [g for (_t, lab), g in groups.items() if lab == label]
+        kinds = {g.kind for g in own}
+        kind = "ours" if "ours" in kinds else (kinds.pop() if len(kinds) == 1 else "failed")
+        table.add([label, *cells, average], kind)
+    attentions = attention_order(known)
+    matched = sorted(
+        (r for r in PUBLISHED if r.attention in attentions), key=lambda r: attentions.index(r.attention)
+    )
+    if matched:
+        title = "Published, for the attentions above (test %, from the papers; not run here)"
+        table.add([title, *blank], "section")
+        for row in matched:
+            table.add(published_cells(row, tasks), "published")
     if partial_average:
         table.notes.append("* average over the LRA tasks this row was run on, not all five.")
+    table.notes.append("Avg: over the five tasks the published averages cover (ListOps to Pathfinder).")
+    if any(g.failed or g.interrupted for g in groups.values()):
+        table.notes.append(
+            "failed: runs that recorded a failure or left no results.json (crashed or still running); "
+            "interrupted: stopped on request, to be resumed. Neither enters a mean; the run counts by "
+            "state are at the top of the page."
+        )
     if any(r.stopped_early for r in runs if r.ok):
         table.notes.append(
             "stopped early: a run that ended before its trainer.max_steps (e.g. at trainer.max_time); its "
@@ -197,6 +272,22 @@ def lra_table(runs: list[Run]) -> Table:
         "the published settings; rows of ours trained with other settings (e.g. short CPU presets) are "
         "not comparable to them."
     )
+    return table
+
+
+def published_table(runs: list[Run]) -> Table:
+    """The published rows of attentions not among ``runs``."""
+    known = [r for r in runs if r.task != "unknown"]
+    tasks = table_tasks({r.task for r in known})
+    attentions = set(attention_order(known))
+    table = Table(
+        "published-table",
+        "Other published results (test %, attentions not run here)",
+        [*text("Model"), *numbers(*(task_title(t) for t in tasks), "Avg")],
+    )
+    for row in PUBLISHED:
+        if row.attention not in attentions:
+            table.add(published_cells(row, tasks), "published")
     return table
 
 
@@ -267,7 +358,7 @@ def speed_table(runs: list[Run], keys: dict[str, list[str]]) -> Table:
                 continue
             base = baseline_for(group, groups, keys)
             cells = [task_title(task), label, str(len(group.ok)), *speed_cells(group, base)]
-            table.add(cells, "ours" if group.ok else "failed")
+            table.add(cells, group.kind)
     table.notes += [
         "Training speed excludes the first warm-up steps and all evaluation and checkpointing time; "
         "tokens are real (unpadded) tokens. Evaluation speed covers validation and test.",
@@ -317,7 +408,7 @@ def common_root(runs: list[Run]) -> Path | None:
 def runs_columns() -> list[Column]:
     measured = [Column(m.label) for m in metrics(RUNS)]
     return [*text("Task", "Model"), *numbers("Seed"), *text("Status"), *measured,
-            *text("Data", "Run directory"), Column("Error", "long")]  # fmt: skip
+            Column("Data", "long"), Column("Run directory", "long"), Column("Error", "long")]  # fmt: skip
 
 
 def runs_table(runs: list[Run]) -> Table:
@@ -333,13 +424,13 @@ def runs_table(runs: list[Run]) -> Table:
                     task_title(task),
                     run.label,
                     "—" if run.seed is None else str(run.seed),
-                    run.status,
+                    STATE_LABELS[run.status],
                     *(formatted(m, run.metric(m.field)) for m in metrics(RUNS)),
                     data_cell(run.record.data if run.record is not None else None),
                     _display_dir(run.run_dir, root),
                     (run.error or "")[:300],
                 ],
-                "ours" if run.ok else "failed",
+                "ours" if run.ok else run.status,
             )
     table.notes.append(
         "Data: the source a run read (release, generate, local, hub), the generator's seed, and a hash "
@@ -359,7 +450,8 @@ def evaluations_table(runs: list[Run]) -> Table:
         [
             *text("Task", "Model", "Status"),
             *numbers("Test acc (%)"),
-            *text("Checkpoint tested", "Run directory"),
+            Column("Checkpoint tested", "long"),
+            Column("Run directory", "long"),
             Column("Error", "long"),
         ],
     )
@@ -370,13 +462,13 @@ def evaluations_table(runs: list[Run]) -> Table:
             [
                 task_title(run.task),
                 run.label,
-                run.status,
+                STATE_LABELS[run.status],
                 "—" if acc is None else pct(acc),
                 run.checkpoint or "—",
                 _display_dir(run.run_dir, root),
                 (run.error or "")[:300],
             ],
-            "ours" if run.ok else "failed",
+            "ours" if run.ok else run.status,
         )
     table.notes.append(
         "train=false runs: each tested the checkpoint named, and trained nothing; they are not part of "
