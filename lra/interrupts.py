@@ -19,6 +19,7 @@ A second Ctrl-C always stops at once; the run then resumes from the last checkpo
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -54,6 +55,7 @@ class StopSignals:
         # True while a callback stops the run at the next safe point (set by RollingCheckpoint)
         self.deferring = False
         self._previous: dict[int, object] = {}
+        self._pid = os.getpid()
 
     @property
     def requested(self) -> bool:
@@ -61,6 +63,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         global _active
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.getsignal(signum)
@@ -84,6 +87,14 @@ class StopSignals:
         self.deferring = True
 
     def handle(self, signum, frame) -> None:
+        if os.getpid() != self._pid:
+            # A process forked from the run (data-generation workers) inherits the handler: there it
+            # does what the signal does by default (a pool ends its workers with SIGTERM).
+            if signum == signal.SIGINT:
+                signal.default_int_handler(signum, frame)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         first = self.name is None
         if first:
             self.name = signal.Signals(signum).name

@@ -98,6 +98,24 @@ def test_second_ctrl_c_stops_at_once():
         stop.handle(signal.SIGTERM, None)
 
 
+def test_processes_forked_during_a_run_end_quietly_on_sigterm(tmp_path):
+    """Data generation forks a pool, which ends its workers with SIGTERM: the run's handler, which they
+    inherit, must let them end as they would without it (not raise and print a traceback each)."""
+    code = (
+        "import multiprocessing as mp, time\n"
+        "from lra.interrupts import StopSignals\n"
+        "def slow(x):\n"
+        "    time.sleep(1)\n"
+        "    return x\n"
+        "with StopSignals():\n"
+        "    with mp.get_context('fork').Pool(2) as pool:\n"
+        "        print(next(pool.imap_unordered(slow, range(8))) >= 0)\n"  # ends with workers busy
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True"
+    assert "Stopped" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_resumed_run_stopped_before_its_first_checkpoint_keeps_the_best_and_says_where_to_resume(
     reference, tmp_path, monkeypatch
 ):
