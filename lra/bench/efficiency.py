@@ -356,12 +356,13 @@ def main(argv=None) -> int:
     if args.time_worker:
         print(json.dumps(time_length(args.variants, args.time_worker, args, "cpu")))
         return 0
-    args.variants = args.variants or default_variants(cuda="cuda" in args.devices)
+    # The devices are settled before the default variants, which depend on whether CUDA is among them.
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    args.variants = args.variants or default_variants(cuda="cuda" in devices)
     known = set(attention_names()) | set(REFERENCES)
     unknown = sorted(v for v in args.variants if parse_variant(v)[0] not in known)
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; known: {', '.join(sorted(known))}")
-    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
