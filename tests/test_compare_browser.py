@@ -160,15 +160,21 @@ def screenshot(page: Path, png: Path, tmp_path: Path, height: int = 1660) -> Pat
     return png
 
 
-def main(png: Path) -> None:
-    """The README's picture: the top of the hand-written sweep's dashboard in a 1,280 px window."""
+def main(png: Path, runs: list[Path]) -> None:
+    """The top of a dashboard in a 1,280 px window: of ``runs`` (the README's picture is of real runs:
+    run this from the folder holding them, so the page names them by a short relative path), or of the
+    hand-written example runs when none are given."""
     png = png.resolve()
     with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)  # the page names the folder it was built from: a short, telling name
-        build([showcase_runs(Path("hand-written-example-runs"))], Path("compare"))
+        if not runs:
+            os.chdir(tmp)  # the page names the folder it was built from: a short, telling name
+            runs = [showcase_runs(Path("hand-written-example-runs"))]
+        build(runs, Path(tmp) / "compare")
         screenshot(Path(tmp) / "compare" / "index.html", png, Path(tmp))
     print(f"wrote {png}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/img/dashboard.png"))
+    main(
+        Path(sys.argv[1] if len(sys.argv) > 1 else "docs/img/dashboard.png"), [Path(p) for p in sys.argv[2:]]
+    )
