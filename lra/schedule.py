@@ -31,8 +31,8 @@ class OneCycle(LRScheduler):
     """The lr and beta1 of PyTorch's ``OneCycleLR(max_lr=lr, pct_start=warmup/total,
     anneal_strategy="linear")`` at every step, computed from the step alone.
 
-    Only the step is saved in the state: resuming with a longer ``max_steps`` stretches the decay
-    instead of failing at the old end (``OneCycleLR`` stores its phases and refuses to step past them).
+    Only the step is saved in the state, so any checkpoint resumes with the schedule of the run that
+    resumes it (a resume must have the same ``optim.total_steps``: lra/resume.py).
     """
 
     START_DIV, FINAL_DIV = 25.0, 1e4  # OneCycleLR's div_factor and final_div_factor
@@ -61,6 +61,9 @@ class OneCycle(LRScheduler):
 
     def step(self, epoch=None) -> None:
         super().step(epoch)
+        self._set_beta1()
+
+    def _set_beta1(self) -> None:
         rising, done = self._progress()
         low, high = self.BETA1_LOW, self.BETA1_HIGH
         beta1 = high + (low - high) * done if rising else low + (high - low) * done
@@ -73,7 +76,12 @@ class OneCycle(LRScheduler):
     def load_state_dict(self, state_dict: dict) -> None:
         self.last_epoch = state_dict["last_epoch"]
         self._step_count = state_dict.get("_step_count", self.last_epoch + 1)
-        self.step(self.last_epoch)  # sets lr and beta1 for the restored step
+        # The lr and beta1 of the restored step, set directly: step(epoch) would do the same with a
+        # deprecation warning on every resume.
+        self._last_lr = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr, strict=True):
+            group["lr"] = lr
+        self._set_beta1()
 
 
 def one_cycle(optimizer: Optimizer, warmup_steps: int, total_steps: int) -> OneCycle:

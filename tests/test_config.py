@@ -54,6 +54,15 @@ def test_data_dir_follows_lra_data(monkeypatch, tmp_path):
     assert Path(cfg.data.path) == tmp_path / "listops-1000"
 
 
+def test_data_and_caches_stay_out_of_the_source_tree_by_default(monkeypatch):
+    """Without LRA_DATA, generated data and caches go under outputs/ (git-ignored, beside the runs),
+    never into the `data/` package."""
+    monkeypatch.delenv("LRA_DATA", raising=False)
+    cfg = composed("task=listops")
+    for path in (cfg.data.path, cfg.data.generated_path, cfg.data.cache_dir):
+        assert Path(path).parts[0] == "outputs", path
+
+
 def test_task_fields_reach_model_and_trainer():
     cfg = composed("task=listops")
     assert (cfg.model.vocab_size, cfg.model.num_classes, cfg.model.max_len) == (16, 10, 2000)

@@ -46,3 +46,19 @@ def test_onecycle_resumes_with_a_longer_run():
 def test_unknown_schedule_names_the_key():
     with pytest.raises(ValueError, match="optim.schedule"):
         make_schedule("cosine", optimiser(), 1, 10)
+
+
+def test_onecycle_restores_lr_and_beta1_of_its_step_without_a_warning(recwarn):
+    """A resumed run continues with the lr and beta1 of the step it was saved at (and says nothing a
+    user cannot act on: step(epoch) is deprecated in PyTorch)."""
+    opt = optimiser()
+    ran = OneCycle(opt, 30, 300)
+    for _ in range(57):
+        opt.step(), ran.step()
+    resumed_opt = optimiser()
+    resumed = OneCycle(resumed_opt, 30, 300)
+    resumed.load_state_dict(ran.state_dict())
+    assert resumed_opt.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+    assert resumed_opt.param_groups[0]["betas"] == opt.param_groups[0]["betas"]
+    assert resumed.get_last_lr() == ran.get_last_lr()
+    assert not [w for w in recwarn if "epoch parameter" in str(w.message)]

@@ -61,7 +61,7 @@ def capture_model(model: nn.Module, batch: dict) -> dict[str, list[tuple]]:
 BUILD_KEYS = ("task", "attention", "model", "data")
 
 
-# The one resolver a Hydra config of this harness uses (data_dir: ${oc.env:LRA_DATA,data}); others
+# The one resolver a Hydra config of this harness uses (data_dir: ${oc.env:LRA_DATA,outputs/data}); others
 # (oc.create, oc.decode, ...) turn text into structure and are not evaluated from a file.
 ALLOWED_RESOLVERS = ("oc.env",)
 
