@@ -70,4 +70,23 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
             log.exception("run failed")
             return None
         raise
+    print(summary_line(record), file=sys.stderr)
     return record.metrics["best_val_acc"]
+
+
+def _percent(value) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, int | float) else "n/a"
+
+
+def summary_line(record) -> str:
+    """What a finished run says last: its result and where everything is."""
+    m = record.metrics
+    if record.kind == "evaluation":
+        result = f"test {_percent(m.get('test_acc'))} of {record.tested_checkpoint}"
+    else:
+        step = f" at step {record.best_step}" if record.best_step is not None else ""
+        result = f"best val {_percent(m.get('best_val_acc'))}{step}, test {_percent(m.get('test_acc'))}"
+    return (
+        f"done: {record.task} {record.attention} seed {record.seed}: {result} "
+        f"({m.get('global_step')} steps, {m.get('wall_time_s') or 0:.0f} s); {record.run_dir}"
+    )

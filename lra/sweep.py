@@ -66,6 +66,37 @@ def unfinished_runs(sweep_dir: Path, since: float) -> tuple[int, list[str]]:
     return runs + len(refused), failed + refused
 
 
+def results_table(sweep_dir: Path, since: float) -> str:
+    """The sweep's runs, one line each: task, attention, seed, status, best validation and test accuracy
+    (the dashboard, ``python -m lra.compare <sweep dir>``, shows them in full)."""
+    from lra.compare.collect import HYDRA_CONFIG, find_run_dirs, read_run
+
+    rows = []
+    for run_dir in find_run_dirs([sweep_dir]):
+        config = run_dir / HYDRA_CONFIG
+        if not config.is_file() or config.stat().st_mtime < since:
+            continue
+        run = read_run(run_dir)
+        best, test = (run.metric(k) for k in ("best_val_acc", "test_acc"))
+        rows.append(
+            (
+                run.task,
+                run.label,
+                "" if run.seed is None else str(run.seed),
+                run.status,
+                "" if best is None else f"{100 * best:.2f}",
+                "" if test is None else f"{100 * test:.2f}",
+                run_dir.name,
+            )
+        )
+    if not rows:
+        return ""
+    head = ("task", "attention", "seed", "status", "best val %", "test %", "run")
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in (head, *rows)]
+    return f"sweep {sweep_dir}: {len(rows)} runs\n" + "\n".join(lines)
+
+
 class FailedRunsExit(Callback):
     def __init__(self) -> None:
         self.started = time.time()
@@ -74,6 +105,9 @@ class FailedRunsExit(Callback):
         self.started = time.time() - 1  # file mtimes may be rounded down to the second
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        table = results_table(Path(config.hydra.sweep.dir), self.started)
+        if table:
+            print(table, file=sys.stderr)
         runs, failed = unfinished_runs(Path(config.hydra.sweep.dir), self.started)
         if failed:
             lines = "\n  ".join(failed)

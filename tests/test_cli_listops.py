@@ -57,6 +57,10 @@ def test_run_leaves_results_checkpoints_csv_and_wandb(finished_run):
     ):
         assert name in columns
     assert [r["val/acc"] for r in rows if r["val/acc"]]  # validated on the step interval
+    # The run's last word: its result and where it is.
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("done: listops softmax seed 0: best val ") and str(run_dir) in last
+    assert f"test {100 * record['test_acc']:.2f}%" in last
 
 
 def test_test_accuracy_is_measured_at_the_best_checkpoint(finished_run):

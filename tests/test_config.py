@@ -86,3 +86,16 @@ def test_bad_override_fails_with_hydra_message(override, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_help_names_the_project_and_how_to_run_it():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = subprocess.run(
+        [sys.executable, "run.py", "--help"], cwd=REPO, capture_output=True, text=True
+    ).stdout
+    assert out.startswith("LRA harness: efficient attention against exact softmax")
+    assert "attention: bigbird" in out and "python run.py task=listops --cfg job" in out

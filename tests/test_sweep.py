@@ -96,6 +96,13 @@ def test_sweep_with_a_failed_run_exits_non_zero_after_the_others(sweep):
     assert "1 of 2 runs of the sweep did not complete" in out and "model.vocab_size=4" in out
     ok = [p for p in sweep["mixed"].iterdir() if p.is_dir() and load(p)["status"] == "completed"]
     assert len(ok) == 1  # the other run still ran to the end
+    # A table of the sweep's runs before the verdict, each run's result in its line.
+    table = out[out.index(f"sweep {sweep['mixed']}: 2 runs") :].splitlines()
+    assert table[1].split() == ["task", "attention", "seed", "status", "best", "val", "%", "test", "%", "run"]
+    statuses = sorted(line.split()[3] for line in table[2:4])
+    assert statuses == ["completed", "failed"]
+    done = next(line for line in table[2:4] if "completed" in line)
+    assert f"{100 * load(ok[0])['test_acc']:.2f}" in done and ok[0].name in done
 
 
 def test_joblib_launcher_runs_jobs_at_the_same_time(sweep):
