@@ -52,7 +52,9 @@ class LRAModule(LightningModule):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule={schedule!r} must be one of {'|'.join(SCHEDULES)}")
-        self.save_hyperparameters(ignore=["model", "run_identity"])
+        # In the checkpoint, not in the loggers: they get the whole resolved config (optim.lr, ...), and
+        # Lightning's copy would put every optimiser setting there a second time under another key.
+        self.save_hyperparameters(ignore=["model", "run_identity"], logger=False)
         self.model = model
         self.run_identity = run_identity
         self.compute: dict | None = None  # the run's threads and workers (lra.resources), set by lra.train

@@ -99,3 +99,9 @@ def test_help_names_the_project_and_how_to_run_it():
     ).stdout
     assert out.startswith("LRA harness: efficient attention against exact softmax")
     assert "attention: bigbird" in out and "python run.py task=listops --cfg job" in out
+
+
+def test_quick_runs_are_apart_from_full_runs_in_wandb():
+    quick, full = composed("experiment=quick"), composed("task=listops")
+    assert quick.logger.wandb.group == "listops-quick" != full.logger.wandb.group
+    assert "quick" in quick.logger.wandb.tags and quick.logger.wandb.name.endswith("/quick")

@@ -80,11 +80,13 @@ def test_each_run_is_named_grouped_and_tagged(grid_runs):
         result = json.loads((run_dir / "results.json").read_text())
         task, attention, seed = result["task"], result["attention"], result["seed"]
         wb = read_offline_run(run_dir)
-        assert wb["run"].display_name == f"{task}/{attention}/{seed}"
-        assert wb["run"].run_group == task
-        assert {task, attention, f"seed{seed}"} <= set(wb["run"].tags)
+        # The tiny sweep's runs use experiment=quick: named, grouped and tagged apart from full runs.
+        assert wb["run"].display_name == f"{task}/{attention}/{seed}/quick"
+        assert wb["run"].run_group == f"{task}-quick"
+        assert {task, attention, f"seed{seed}", "quick"} <= set(wb["run"].tags)
         # The resolved config travels with the run (a sweep's runs must not share one W&B run).
         assert wb["config"]["attention"]["name"] == attention and wb["config"]["seed"] == seed
+        assert "lr" not in wb["config"] and wb["config"]["optim"]["lr"] > 0  # each setting once
         assert wb["summary"]["params/total"] == result["params_total"]
         assert wb["exit_code"] == 0
 
