@@ -88,5 +88,6 @@ def summary_line(record) -> str:
         result = f"best val {_percent(m.get('best_val_acc'))}{step}, test {_percent(m.get('test_acc'))}"
     return (
         f"done: {record.task} {record.attention} seed {record.seed}: {result} "
-        f"({m.get('global_step')} steps, {m.get('wall_time_s') or 0:.0f} s); {record.run_dir}"
+        f"({m.get('global_step')} steps, {m.get('wall_time_s') or 0:.0f} s, {m.get('params_total') or 0:,} "
+        f"parameters); {record.run_dir}"
     )

@@ -159,3 +159,33 @@ def test_speed_and_memory_reach_csv_and_results(tmp_path, listops_args):
     assert float(final["memory/peak_bytes"]) == pytest.approx(record["peak_memory_bytes"], rel=1e-6)
     # The progress bar shows throughput while training.
     assert "speed/train_steps_per_s=" in proc.stdout + proc.stderr
+
+
+def test_progress_bar_shows_short_names_and_the_steps_own_loss(monkeypatch):
+    """Long metric names squeezed the bar to nothing: it shows the loss and validation accuracy under
+    short names, the loss of the step itself (not only every log_every_n_steps), and one rate."""
+    import torch
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    from lra.callbacks.progress import StepProgressBar
+
+    logged = {"train/loss": 1.25, "val/acc": 0.5, "speed/train_steps_per_s": 3.0, "v_num": 0}
+    monkeypatch.setattr(TQDMProgressBar, "get_metrics", lambda self, trainer, module: dict(logged))
+    bar = StepProgressBar()
+    assert bar.get_metrics(None, None) == {"loss": 1.25, "val acc": 0.5}
+
+    class Bar:
+        total, n = 10, 0
+        postfix = None
+
+        def set_postfix(self, values):
+            self.postfix = values
+
+    class Trainer:
+        global_step = 1
+
+    shown = Bar()
+    monkeypatch.setattr(StepProgressBar, "train_progress_bar", property(lambda self: shown))
+    monkeypatch.setattr("lra.callbacks.progress._update_n", lambda bar, n: None)
+    bar.on_train_batch_end(Trainer(), None, {"loss": torch.tensor(2.5)}, None, 0)
+    assert shown.postfix == {"loss": "2.500", "val acc": 0.5}

@@ -13,10 +13,16 @@ import time
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import _update_n, convert_inf
 
+# What the bar shows, under short names: long metric names squeezed the bar to nothing on a terminal
+# of ordinary width. Everything else is in the run's CSV log, W&B and results.json.
+SHOWN = {"train/loss": "loss", "val/acc": "val acc"}
+
 
 class StepProgressBar(TQDMProgressBar):
     """Redraws at most every ``min_interval_s`` seconds (and at the last step): a redraw per step,
-    with its metrics dict, is measurable overhead when steps take a few tens of milliseconds."""
+    with its metrics dict, is measurable overhead when steps take a few tens of milliseconds. Shows
+    the step's own loss from the first step on (the logged loss only comes every
+    ``trainer.log_every_n_steps``) and one rate, tqdm's steps per second."""
 
     def __init__(self, min_interval_s: float = 0.5, **kwargs):
         super().__init__(**kwargs)
@@ -30,6 +36,7 @@ class StepProgressBar(TQDMProgressBar):
         bar.initial = trainer.global_step
         bar.n = trainer.global_step
         bar.set_description("Training steps")
+        bar.unit = "step"
 
     def on_train_epoch_start(self, trainer, *_):
         # One bar for the whole run: nothing restarts with the epoch.
@@ -42,13 +49,16 @@ class StepProgressBar(TQDMProgressBar):
         due = now - self._drawn >= self.min_interval_s or step == bar.total
         if bar is not None and due and self._should_update(step, bar.total):
             _update_n(bar, step)
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
+            metrics = self.get_metrics(trainer, pl_module)
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            if hasattr(loss, "item"):
+                metrics["loss"] = f"{float(loss.item()):.3f}"
+            bar.set_postfix(metrics)
             self._drawn = now
 
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)  # the logger's version folder, always version_0 here
-        return metrics
+        return {short: metrics[name] for name, short in SHOWN.items() if name in metrics}
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not self.train_progress_bar.disable:
