@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
+
+# With no options at all, a run that suits any machine: the quick pipeline check (a minute or two on a
+# CPU) rather than a full ListOps run (hours on a CPU). The main job names its task and attention.
+BARE_RUN = ["experiment=quick", "attention=spectral_shift"]
+
+
+def with_defaults(argv: list[str]) -> list[str]:
+    return [*argv, *BARE_RUN] if len(argv) == 1 else argv
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -14,4 +24,11 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 1:
+        print(
+            f"no options: the quick pipeline check ({' '.join(BARE_RUN)}); the main job is "
+            "python run.py task=listops attention=spectral_shift (--help lists the options)",
+            file=sys.stderr,
+        )
+    sys.argv = with_defaults(sys.argv)
     main()

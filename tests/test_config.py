@@ -105,3 +105,13 @@ def test_quick_runs_are_apart_from_full_runs_in_wandb():
     quick, full = composed("experiment=quick"), composed("task=listops")
     assert quick.logger.wandb.group == "listops-quick" != full.logger.wandb.group
     assert "quick" in quick.logger.wandb.tags and quick.logger.wandb.name.endswith("/quick")
+
+
+def test_a_bare_run_is_the_quick_pipeline_check():
+    """``python run.py`` alone runs something that suits any machine; any option leaves it alone."""
+    import run
+
+    assert run.with_defaults(["run.py"]) == ["run.py", "experiment=quick", "attention=spectral_shift"]
+    assert run.with_defaults(["run.py", "task=listops"]) == ["run.py", "task=listops"]
+    cfg = composed(*run.with_defaults(["run.py"])[1:])
+    assert cfg.trainer.max_steps == 300 and cfg.attention.name == "spectral_shift"
