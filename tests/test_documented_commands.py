@@ -551,6 +551,9 @@ def check_not_run(cmd: Command) -> None:
             match = re.fullmatch(r"\.?\[([\w,-]+)\]", word.removeprefix("-e").strip())
             if word.startswith(".[") or match:
                 assert match and set(match.group(1).split(",")) <= set(extras), f"{cmd.id}: unknown extra"
+        for flag, value in zip(args, args[1:], strict=False):
+            if flag in ("-c", "--constraint", "-r", "--requirement"):
+                assert (REPO / value).is_file(), f"{cmd.id}: no file {value}"
     elif program == "pytest":
         for word in args:
             if not word.startswith("-") and word not in ("slow", "not slow"):
