@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 
 import hydra
@@ -24,6 +26,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # Names this start's run folder with the time (conf/config.yaml): two runs started in the same
+    # moment (the clock's resolution can be coarse) still get folders of their own.
+    os.environ["LRA_RUN_TOKEN"] = secrets.token_hex(3)
     if len(sys.argv) == 1:
         print(
             f"no options: the quick pipeline check ({' '.join(BARE_RUN)}); the main job is "

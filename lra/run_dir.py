@@ -1,9 +1,9 @@
 """One run per run directory: a run claims its folder before writing anything into it.
 
 Two runs that shared a folder would overwrite each other's record, mix their checkpoints and fight
-over one CSV log. The default folder names are unique per start (``conf/config.yaml`` puts the
-microsecond in them), and a run claims its folder by creating ``.hydra/`` in it, which only one
-process can do (``mkdir`` is atomic). A folder already claimed, one holding anything but Hydra's
+over one CSV log. The default folder names are unique per start (``conf/config.yaml``: the time and
+a random token ``run.py`` draws), and a run claims its folder by creating ``.hydra/`` in it, which only
+one process can do (``mkdir`` is atomic). A folder already claimed, one holding anything but Hydra's
 ``run.log`` (another run's record or checkpoints, other runs, a user's files), or a folder inside
 another run's is refused in one line before anything in it changes.
 
