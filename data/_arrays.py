@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lra.errors import DataFormatError
+from data.errors import DataFormatError
 
 ARRAY_FORMAT_VERSION = 1
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from data.base import LRADataModule
 from data.cache import check_folder, check_replaceable, generation_lock, read_spec
-from lra.errors import ConfigError
+from data.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

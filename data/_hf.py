@@ -16,7 +16,7 @@ from pathlib import Path
 from data._arrays import split_indices
 from data.base import LRADataModule
 from data.cache import file_signature
-from lra.errors import ConfigError
+from data.errors import ConfigError
 
 HUB_TIMEOUT_S = 5.0
 KNOWN_SPLITS = ("train", "validation", "test", "unsupervised")

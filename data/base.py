@@ -42,9 +42,9 @@ from data.cache import (
     preparation_lock,
 )
 from data.collate import pad_collate
+from data.errors import ConfigError, DataFormatError
 from data.resumable import EpochSampler, ResumableLoader
 from data.sampling import BATCHINGS, BucketBatchSampler, length_sorted_batches
-from lra.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import Dataset
 
-from lra.errors import ConfigError, DataFormatError
+from data.errors import ConfigError, DataFormatError
 
 CACHE_FORMAT_VERSION = 1
 

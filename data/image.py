@@ -16,7 +16,7 @@ import numpy as np
 
 from data._arrays import ArrayDataset, ArrayWriter, load_arrays
 from data._hf import HFDataModule
-from lra.errors import DataFormatError, malformed_row
+from data.errors import DataFormatError, malformed_row
 
 log = logging.getLogger(__name__)
 

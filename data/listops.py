@@ -12,8 +12,8 @@ import numpy as np
 
 from data._generated import ReleaseOrGenerated
 from data.cache import RaggedDataset, atomic_write_text, file_signature, load_ragged_dataset, save_ragged
+from data.errors import DataFormatError, malformed_row
 from data.listops_generator import SPLIT_FILES, ListOpsSpec, generate_listops
-from lra.errors import DataFormatError, malformed_row
 
 __all__ = ["DataFormatError", "ListOpsDataModule", "read_listops_tsv", "tokenize"]
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from data.cache import SPEC_FILE, AtomicDirectory, check_replaceable, write_spec
 from data.cache import read_spec as read_spec_file
-from lra.errors import ConfigError, LRAError
+from data.errors import ConfigError, LRAError
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from data._arrays import ArrayDataset, ArrayWriter, load_arrays, split_indices
 from data._generated import ReleaseOrGenerated
 from data.cache import file_signature, tree_signature
+from data.errors import DataFormatError, malformed_row
 from data.pathfinder_generator import DIFFICULTIES, PathfinderSpec, generate_pathfinder, spec_for
-from lra.errors import DataFormatError, malformed_row
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from data.cache import AtomicDirectory, check_replaceable, write_spec
 from data.cache import read_spec as read_spec_file
-from lra.errors import LRAError
+from data.errors import LRAError
 
 DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9, "curv_contour_length_14": 14}
 

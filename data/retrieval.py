@@ -17,7 +17,7 @@ import numpy as np
 
 from data.base import LRADataModule
 from data.cache import file_signature, load_ragged_dataset, save_ragged
-from lra.errors import malformed_row
+from data.errors import malformed_row
 
 log = logging.getLogger(__name__)
 

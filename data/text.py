@@ -16,7 +16,7 @@ from torch.utils.data import Subset
 
 from data._hf import HFDataModule
 from data.cache import load_ragged_dataset, save_ragged
-from lra.errors import DataFormatError, malformed_row
+from data.errors import DataFormatError, malformed_row
 
 log = logging.getLogger(__name__)
 
