@@ -199,25 +199,26 @@ def check_exists(path: Path) -> None:
 
 
 def check_checkpoint(
+    ckpt: dict[str, Any],
     path: Path,
     cfg: DictConfig,
     model_state: dict[str, torch.Tensor],
     data_fingerprint: str | None = None,
-) -> dict[str, Any]:
-    """Everything that must hold before ``path`` is loaded into this run; returns its content.
-    For a resume (``resume_check``, training), also that the best checkpoint it names is there."""
+) -> tuple[str, Any, int | None] | None:
+    """Everything that must hold before the checkpoint ``ckpt`` (read from ``path`` by
+    :func:`load_checkpoint`) is used in this run. For a resume (``resume_check``, training), also that
+    the best checkpoint it names is there and whole; returns that best (file, score, step), else None."""
     path = Path(path)
-    check_exists(path)
-    ckpt = load_checkpoint(path)
     if cfg.get("resume_check", True):
         check_identity(ckpt, path, cfg, data_fingerprint)
     check_shapes(ckpt["state_dict"], model_state, path)
-    if cfg.get("resume_check", True) and cfg.get("train", True):
-        state = best_state(ckpt)
-        found = inherited_best(state, path) if state is not None else None
-        if found is not None:  # the file the resumed run will test: a whole, safe checkpoint too
-            try:
-                check_shapes(load_checkpoint(Path(found[0]))["state_dict"], model_state, Path(found[0]))
-            except CheckpointError as exc:
-                raise CheckpointError(f"the best checkpoint of {path} cannot be used: {exc}") from None
-    return ckpt
+    if not (cfg.get("resume_check", True) and cfg.get("train", True)):
+        return None
+    state = best_state(ckpt)
+    found = inherited_best(state, path) if state is not None else None
+    if found is not None:  # the file the resumed run will test: a whole, safe checkpoint too
+        try:
+            check_shapes(load_checkpoint(Path(found[0]))["state_dict"], model_state, Path(found[0]))
+        except CheckpointError as exc:
+            raise CheckpointError(f"the best checkpoint of {path} cannot be used: {exc}") from None
+    return found

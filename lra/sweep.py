@@ -47,36 +47,37 @@ def refused_runs(sweep_dir: Path, since: float) -> list[str]:
     return out
 
 
-def unfinished_runs(sweep_dir: Path, since: float) -> tuple[int, list[str]]:
-    """(runs of the sweep started at or after ``since``, one line per run that did not complete),
-    refused runs included."""
+def sweep_runs(sweep_dir: Path, since: float) -> list:
+    """The runs (:class:`lra.compare.collect.Run`) of the sweep started at or after ``since``; a run of
+    an earlier sweep into the same folder is older."""
     # Imported here: this callback is built for every run, and the dashboard's modules are heavy.
     from lra.compare.collect import HYDRA_CONFIG, find_run_dirs, read_run
 
-    runs, failed = 0, []
-    for run_dir in find_run_dirs([sweep_dir]):
-        config = run_dir / HYDRA_CONFIG
-        if not config.is_file() or config.stat().st_mtime < since:
-            continue  # a run of an earlier sweep into the same folder
-        runs += 1
-        run = read_run(run_dir)
-        if not run.ok:
-            failed.append(f"{run_dir}: {run.record.status if run.record else 'failed'}: {run.error}")
+    return [
+        read_run(run_dir)
+        for run_dir in find_run_dirs([sweep_dir])
+        if (run_dir / HYDRA_CONFIG).is_file() and (run_dir / HYDRA_CONFIG).stat().st_mtime >= since
+    ]
+
+
+def unfinished_runs(sweep_dir: Path, since: float, runs: list | None = None) -> tuple[int, list[str]]:
+    """(runs of the sweep started at or after ``since``, one line per run that did not complete),
+    refused runs included."""
+    runs = sweep_runs(sweep_dir, since) if runs is None else runs
+    failed = [
+        f"{run.run_dir}: {run.record.status if run.record else 'failed'}: {run.error}"
+        for run in runs
+        if not run.ok
+    ]
     refused = refused_runs(sweep_dir, since)
-    return runs + len(refused), failed + refused
+    return len(runs) + len(refused), failed + refused
 
 
-def results_table(sweep_dir: Path, since: float) -> str:
+def results_table(sweep_dir: Path, runs: list) -> str:
     """The sweep's runs, one line each: task, attention, seed, status, best validation and test accuracy
     (the dashboard, ``python -m lra.compare <sweep dir>``, shows them in full)."""
-    from lra.compare.collect import HYDRA_CONFIG, find_run_dirs, read_run
-
     rows = []
-    for run_dir in find_run_dirs([sweep_dir]):
-        config = run_dir / HYDRA_CONFIG
-        if not config.is_file() or config.stat().st_mtime < since:
-            continue
-        run = read_run(run_dir)
+    for run in runs:
         best, test = (run.metric(k) for k in ("best_val_acc", "test_acc"))
         rows.append(
             (
@@ -86,7 +87,7 @@ def results_table(sweep_dir: Path, since: float) -> str:
                 run.status,
                 "" if best is None else f"{100 * best:.2f}",
                 "" if test is None else f"{100 * test:.2f}",
-                run_dir.name,
+                run.run_dir.name,
             )
         )
     if not rows:
@@ -105,10 +106,12 @@ class FailedRunsExit(Callback):
         self.started = time.time() - 1  # file mtimes may be rounded down to the second
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        table = results_table(Path(config.hydra.sweep.dir), self.started)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        found = sweep_runs(sweep_dir, self.started)
+        table = results_table(sweep_dir, found)
         if table:
             print(table, file=sys.stderr)
-        runs, failed = unfinished_runs(Path(config.hydra.sweep.dir), self.started)
+        runs, failed = unfinished_runs(sweep_dir, self.started, found)
         if failed:
             lines = "\n  ".join(failed)
             print(

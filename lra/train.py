@@ -33,8 +33,6 @@ from lra.checkpointing import (
     AtomicCheckpointIO,
     BestCheckpoint,
     RollingCheckpoint,
-    best_state,
-    inherited_best,
 )
 from lra.config_checks import check_compatible, check_config, instantiate_checked
 from lra.console import quiet_third_party_notices
@@ -177,10 +175,12 @@ def compose(
     use the given checkpoint."""
     check_run_mode(cfg)
     check_config(cfg)
-    if cfg.get("ckpt_path"):
+    ckpt = None
+    if cfg.get("ckpt_path"):  # read once, safely, before anything is built
         check_exists(Path(cfg.ckpt_path))
+        ckpt = load_checkpoint(Path(cfg.ckpt_path))
     pl.seed_everything(cfg.seed, workers=True)
-    plan = compute_plan(cfg, parallel_runs, resumed_threads(cfg))
+    plan = compute_plan(cfg, parallel_runs, resumed_threads(cfg, ckpt))
     apply_compute(plan)
     pin_allocator()
     record.compute = plan.as_record()
@@ -192,8 +192,8 @@ def compose(
     experiment.module = LRAModule(model, num_classes=cfg.model.num_classes, run_identity=identity, **optim)
     experiment.module.compute = record.compute
     record.metrics["params_total"] = sum(p.numel() for p in model.parameters())
-    if cfg.get("ckpt_path"):
-        use_checkpoint(cfg, experiment, record)
+    if ckpt is not None:
+        use_checkpoint(cfg, ckpt, experiment, record)
     callbacks = build_callbacks(cfg, run_dir)
     experiment.loggers = build_loggers(cfg.get("logger"), run_dir)
     experiment.trainer = build_trainer(cfg, run_dir, experiment.loggers, callbacks)
@@ -202,28 +202,26 @@ def compose(
     log_summary(experiment.loggers, {logged_name("params_total"): record.metrics["params_total"]}, step=0)
 
 
-def resumed_threads(cfg: DictConfig) -> int | None:
+def resumed_threads(cfg: DictConfig, ckpt: dict | None) -> int | None:
     """The threads of the run a resume continues (within this machine's cores), when ``threads`` is
     left open: the same steps then sum in the same order, and the resumed run ends bit for bit as the
     uninterrupted one would."""
     if mode(cfg) != "resume" or cfg.get("threads") is not None:
         return None
-    ckpt = load_checkpoint(Path(cfg.ckpt_path))
     saved = (ckpt.get(COMPUTE_KEY) or {}).get("threads")
     return min(int(saved), machine_cores()[0]) if isinstance(saved, int) and saved > 0 else None
 
 
-def use_checkpoint(cfg: DictConfig, experiment: Experiment, record: RunRecord) -> None:
+def use_checkpoint(cfg: DictConfig, ckpt: dict, experiment: Experiment, record: RunRecord) -> None:
     """Check ``ckpt_path`` against this run and record how it is used (absolute paths, so the
     dashboard finds it from anywhere); a fine-tune loads its weights here (a resume and a test leave
     the loading to Lightning). A resume carries on what the checkpoint's run was: its best, whether it
     was itself a fine-tune, and the wall time spent so far."""
     path = Path(cfg.ckpt_path)
-    ckpt = check_checkpoint(path, cfg, experiment.module.state_dict(), record.data.get("fingerprint"))
+    best = check_checkpoint(ckpt, path, cfg, experiment.module.state_dict(), record.data.get("fingerprint"))
     where = str(path.resolve())
     if mode(cfg) == "resume":
-        state = best_state(ckpt)
-        experiment.inherited = inherited_best(state, path) if state is not None else None
+        experiment.inherited = best
         record.resumed_from = where
         origin = ckpt.get(ORIGIN_KEY) or {}
         record.initialized_from = origin.get("initialized_from") if isinstance(origin, dict) else None

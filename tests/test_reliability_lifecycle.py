@@ -245,16 +245,6 @@ def test_a_crafted_best_path_is_never_copied(reference, tmp_path):
     assert not [p for p in tmp_path.rglob("id_rsa") if p != secret]
 
 
-def test_a_damaged_best_checkpoint_is_refused_before_training(reference, tmp_path):
-    _, args = reference
-    train_here(tmp_path / "a", *args, "trainer.max_steps=18")
-    best = Path(read_record(tmp_path / "a")["best_checkpoint"])
-    best.write_bytes(best.read_bytes()[:5000])  # a move that stopped half-way
-    with pytest.raises(CheckpointError, match="best checkpoint .* cannot be used"):
-        train_here(tmp_path / "b", *args, f"ckpt_path={tmp_path / 'a/checkpoints/last.ckpt'}")
-    assert read_record(tmp_path / "b")["global_step"] == 0
-
-
 def test_a_run_moved_away_and_resumed_under_its_old_name(reference, tmp_path):
     ref, args = reference
     train_here(tmp_path / "a", *args, "trainer.max_steps=18")
@@ -271,12 +261,22 @@ def test_a_link_to_a_moved_checkpoint_finds_its_best(reference, tmp_path):
     assert same(tmp_path / "b", ref)
 
 
-def test_missing_best_checkpoint_is_refused_before_training(reference, tmp_path):
+@pytest.mark.parametrize(
+    "harm, complaint",
+    [("deleted", "neither beside it nor at"), ("truncated", "best checkpoint .* cannot be used")],
+)
+def test_a_missing_or_damaged_best_checkpoint_is_refused_before_training(
+    reference, tmp_path, harm, complaint
+):
+    """Deleted, or cut short (a move that stopped half-way): refused before any step is trained."""
     _, args = reference
     train_here(tmp_path / "a", *args, "trainer.max_steps=18")
-    record = read_record(tmp_path / "a")
-    Path(record["best_checkpoint"]).unlink()
-    with pytest.raises(CheckpointError, match="neither beside it nor at"):
+    best = Path(read_record(tmp_path / "a")["best_checkpoint"])
+    if harm == "deleted":
+        best.unlink()
+    else:
+        best.write_bytes(best.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=complaint):
         train_here(tmp_path / "b", *args, f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}")
     assert read_record(tmp_path / "b")["global_step"] == 0
 
