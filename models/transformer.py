@@ -54,6 +54,7 @@ class LRATransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
         self.pool = POOLINGS[pooling]
+        self.max_len = max_len
         self.head = ClassifierHead(
             dim, head_hidden_dim or ffn_dim, num_classes, two_towers=two_towers, activation=head_activation
         )
@@ -63,7 +64,7 @@ class LRATransformer(nn.Module):
         x = self.embed(input_ids)
         for block in self.blocks:
             x = block(x, mask)
-        return self.pool(self.norm(x), mask)
+        return self.pool(self.norm(x), mask, self.max_len)
 
     def forward(
         self,

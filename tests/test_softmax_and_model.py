@@ -9,7 +9,7 @@ import torch
 
 from attention.reference import dense_softmax_attention
 from attention.softmax import SoftmaxAttention
-from models.pooling import masked_mean
+from models.pooling import masked_mean, padded_mean
 from models.transformer import LRATransformer
 
 
@@ -45,7 +45,25 @@ def test_bad_mask_is_rejected():
 
 def test_masked_mean_ignores_padding():
     x = torch.tensor([[[1.0], [3.0], [100.0]]])
-    assert masked_mean(x, torch.tensor([[True, True, False]])).item() == 2.0
+    assert masked_mean(x, torch.tensor([[True, True, False]]), 8).item() == 2.0
+
+
+def test_padded_mean_is_the_published_codes_mean_over_the_fixed_length():
+    """The Nyströmformer LRA code pads to max_len, zeroes padding (output * mask) and averages over
+    every position; the same vector comes out whatever shorter length the batch was padded to."""
+    torch.manual_seed(4)
+    max_len, lengths = 12, [3, 7, 12]
+    full = torch.randn(3, max_len, 5)
+    full_mask = torch.arange(max_len)[None, :] < torch.tensor(lengths)[:, None]
+    reference = torch.stack([full[i, :n].sum(0) / max_len for i, n in enumerate(lengths)])
+    torch.testing.assert_close((full * full_mask[..., None]).mean(dim=1), reference)
+    torch.testing.assert_close(padded_mean(full, full_mask, max_len), reference)
+    short = full[:2, :8].clone()
+    short[0, 3:] = 1e3  # whatever sits in the padding
+    torch.testing.assert_close(padded_mean(short, full_mask[:2, :8], max_len), reference[:2])
+    # Its vector is the real tokens' mean scaled by length / max_len.
+    scale = torch.tensor(lengths, dtype=full.dtype)[:, None] / max_len
+    torch.testing.assert_close(padded_mean(full, full_mask, max_len), masked_mean(full, full_mask, max_len) * scale)
 
 
 def tiny_model(**kw):
@@ -62,9 +80,10 @@ def tiny_model(**kw):
     return LRATransformer(**{**args, **kw}).eval()
 
 
-def test_padded_tokens_never_change_the_prediction():
+@pytest.mark.parametrize("pooling", ["mean", "padded_mean"])
+def test_padded_tokens_never_change_the_prediction(pooling):
     torch.manual_seed(2)
-    model = tiny_model()
+    model = tiny_model(pooling=pooling)
     x = torch.randint(1, 16, (3, 30))
     mask = torch.ones(3, 30, dtype=torch.bool)
     mask[0, 10:] = False
