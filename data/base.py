@@ -44,7 +44,7 @@ from data.cache import (
 from data.collate import pad_collate
 from data.errors import ConfigError, DataFormatError
 from data.resumable import EpochSampler, ResumableLoader
-from data.sampling import BATCHINGS, BucketBatchSampler, length_sorted_batches
+from data.sampling import BATCHINGS, BucketBatchSampler, DevStream, length_sorted_batches
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,13 @@ class LRADataModule(LightningDataModule):
         seed: int = 0,
         batching: str = "random",
         pad_to_multiple: int = 128,
+        val_examples: int | None = None,
     ):
         super().__init__()
+        if val_examples is not None and (not isinstance(val_examples, int) or val_examples < 1):
+            raise ConfigError(
+                f"data.val_examples={val_examples!r} must be null (the whole dev split) or an integer >= 1"
+            )
         if not isinstance(pad_to_multiple, int) or pad_to_multiple < 1:
             raise ConfigError(
                 f"data.pad_to_multiple={pad_to_multiple!r} must be an integer >= 1 (1: no rounding)"
@@ -101,6 +106,11 @@ class LRADataModule(LightningDataModule):
         self.num_workers = num_workers or 0  # None (chosen by the run, lra/resources.py) -> 0 here
         self.pin_memory = pin_memory
         self.seed = seed
+        # null: every validation sees the whole dev split; N: the next N examples of an endless
+        # reshuffled stream of it (data/sampling.py's DevStream), the published code's validation.
+        self.val_examples = val_examples
+        self._dev_stream: DevStream | None = None
+        self._dev_position = 0  # examples of the dev stream drawn so far (checkpointed)
         self.allow_truncation = True
         self.splits: dict[str, Dataset] = {}
         self.resolved_source: Any = None  # what resolve_source() returned, once prepared
@@ -220,6 +230,8 @@ class LRADataModule(LightningDataModule):
         )
         sized = dict(batch_size=self.batch_size if train else self.eval_batch_size, drop_last=False)
         if not train:
+            if split == "val" and self.val_examples is not None:
+                return DataLoader(dataset, batch_sampler=self._dev_batches(len(dataset)), **common)
             if self._distributed():  # Lightning shards evaluation with its own sampler
                 return DataLoader(dataset, shuffle=False, **sized, **common)
             batches = length_sorted_batches(dataset_lengths(dataset), self.eval_batch_size)
@@ -236,6 +248,25 @@ class LRADataModule(LightningDataModule):
             return ResumableLoader(dataset, batch_sampler=batches, progress=self._batches_done, **common)
         sampler = EpochSampler(len(dataset), seed=self.seed)
         return ResumableLoader(dataset, sampler=sampler, progress=self._batches_done, **sized, **common)
+
+    def _dev_batches(self, size: int) -> DevStream:
+        if self._distributed():
+            raise ConfigError("data.val_examples is for one device; use data.val_examples=null with DDP")
+        self._dev_stream = DevStream(
+            size, self.val_examples, self.eval_batch_size, seed=self.seed, position=self._dev_position
+        )
+        return self._dev_stream
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint by Lightning: where the dev stream stands."""
+        if self.val_examples is None:
+            return {}
+        return {"dev_stream_position": self._dev_stream.position if self._dev_stream else self._dev_position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._dev_position = int(state.get("dev_stream_position", 0))
+        if self._dev_stream is not None:
+            self._dev_stream.position = self._dev_position
 
     def _distributed(self) -> bool:
         trainer = getattr(self, "trainer", None)

@@ -65,3 +65,38 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     sorting changes no prediction and no accuracy, only how much padding is computed."""
     order = torch.argsort(torch.as_tensor(lengths, dtype=torch.long), stable=True)
     return [b.tolist() for b in order.split(batch_size)]
+
+
+class DevStream(Sampler[list[int]]):
+    """Each validation's batches: the next ``examples`` of an endless stream of reshuffled passes over
+    the split, as the Nyströmformer LRA code validates (62 batches of 32 from its dev stream).
+
+    Pass ``p`` of the stream is a permutation fixed by (seed, p), so which examples a validation sees
+    depends only on how many were drawn before it: ``position``, which the data module keeps in its
+    checkpointed state so a resumed run continues the stream where it stopped.
+    """
+
+    def __init__(self, size: int, examples: int, batch_size: int, *, seed: int = 0, position: int = 0):
+        if size < 1 or examples < 1 or batch_size < 1:
+            raise ValueError("a dev stream needs a non-empty split and at least one example per batch")
+        self.size, self.examples, self.batch_size, self.seed = size, examples, batch_size, seed
+        self.position = position
+
+    def stream(self, start: int, count: int) -> list[int]:
+        """Examples ``start`` .. ``start + count - 1`` of the stream."""
+        out: list[int] = []
+        while count > 0:
+            p, offset = divmod(start, self.size)
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + p))
+            piece = order[offset : offset + count].tolist()
+            out.extend(piece)
+            start, count = start + len(piece), count - len(piece)
+        return out
+
+    def __len__(self) -> int:
+        return -(-self.examples // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        drawn = self.stream(self.position, self.examples)
+        self.position += self.examples
+        return iter([drawn[i : i + self.batch_size] for i in range(0, len(drawn), self.batch_size)])
