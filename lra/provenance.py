@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -38,3 +39,13 @@ def git_commit() -> str | None:
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def machine(accelerator: str | None) -> str:
+    """What a run ran on, for the ledger of runs: the GPU's name, or the CPU's core count."""
+    import torch
+
+    if str(accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        count, name = torch.cuda.device_count(), torch.cuda.get_device_name(0)
+        return name if count == 1 else f"{count}x {name}"
+    return f"{os.cpu_count()}-core CPU"

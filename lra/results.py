@@ -59,6 +59,7 @@ class RunRecord:
     # examples and truncations.
     data: dict | None = None
     compute: dict | None = None  # cores, threads and loader workers the run used (lra.resources)
+    machine: str | None = None  # what ran it: the GPU's name, or "<n>-core CPU" (lra.provenance)
     schema_version: int = SCHEMA_VERSION
     # The metrics table's fields (and their qualifiers) -> measured value, None where not measured.
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -69,6 +69,7 @@ MODULES = {
     "data.listops_generator": "run",
     "data.pathfinder_generator": "run",
     "lra.gpu_check": "the whole check takes minutes of a CUDA machine",
+    "lra.ledger": "run",
 }
 # Appended to every run.py command that runs: a seconds-long run on the shared tiny ListOps.
 RUN_TAIL = ["logger=csv", "threads=1"]
@@ -516,6 +517,14 @@ def shortened_module_args(cmd: Command, ws: Workspace) -> list[str] | str:
         return [*args, *sizes, "--min-length", "10", "--max-length", "120", "--max-depth", "5"]
     if module == "data.pathfinder_generator":
         return [*args, "--num-images", "4", "--workers", "1"]
+    if module == "lra.ledger":
+        if args[0] != "add":
+            return args  # render --check: the committed tables must be current
+        # A run made here, added to a copy of the ledger (the committed one stays as it is).
+        ledger = ws.root / "runs.csv"
+        ledger.write_text((REPO / "docs" / "runs.csv").read_text())
+        words = [str(ws.any_run()) if PLACEHOLDER.search(w) else w for w in args]
+        return [*words, "--ledger", str(ledger)]
     raise AssertionError(module)
 
 
@@ -535,6 +544,12 @@ def run_documented_module(cmd: Command, ws: Workspace) -> None:
     assert returned in (None, 0), f"{cmd.id}: exit {returned}"
     with in_workspace(ws):  # what each one writes, where its options say
         parsed = parse_module_args(Command(cmd.doc, cmd.line, (*cmd.argv[:3], *args), cmd.env))
+    if cmd.argv[2] == "lra.ledger":
+        if parsed.command == "add":
+            from lra.ledger import read
+
+            assert len(read(parsed.ledger)) == len(read(REPO / "docs" / "runs.csv")) + 1, cmd.id
+        return
     out = ws.root / (getattr(parsed, "out", None) or getattr(parsed, "out_dir", None))
     expected = {"lra.compare": "index.html", "lra.overhead": "overhead.json"}.get(cmd.argv[2], "*")
     assert list(out.glob(expected)), f"{cmd.id}: nothing like {expected} in {out}"
