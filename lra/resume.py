@@ -35,6 +35,9 @@ MAX_LISTED = 4
 # written before such a key existed still resume). Paths are not compared either: the data's content
 # fingerprint is, so a moved data folder resumes and other data under the same path does not.
 HOW_NOT_WHAT = ("conv_impl",)
+# Settings added after runs were recorded, each with the value that does what those runs did: a
+# checkpoint or a run record without the key reads as having this value (resume checks, dashboard rows).
+ADDED_LATER = {"data.val_examples": None, "data.grey": "pil", "data.mask_black_pixels": False}
 DATA_HOW_NOT_WHAT = (
     "path",
     "generated_path",
@@ -143,6 +146,9 @@ def differences(saved: dict, current: dict) -> list[str]:
     sections the checkpoint recorded are compared (older checkpoints recorded fewer)."""
     a = _flatten({k: v for k, v in saved.items() if k in current})
     b = _flatten({k: v for k, v in current.items() if k in saved})
+    for key, value in ADDED_LATER.items():
+        if key in b and key not in a and key.split(".")[0] in saved:
+            a[key] = json.dumps(value)
     keys = sorted(set(a) | set(b), key=lambda k: (not k.endswith(".name"), k))
     return [f"{k}={a.get(k, '<unset>')} vs {b.get(k, '<unset>')}" for k in keys if a.get(k) != b.get(k)]
 

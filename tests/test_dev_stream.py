@@ -59,3 +59,21 @@ def test_a_resumed_run_continues_the_dev_stream(tmp_path):
     # ...and the stream is not the whole split every time: the curve differs from a full validation.
     train_here(tmp_path / "full", *learnable_listops(tmp_path / "data"))
     assert read_curves(tmp_path / "full", ("val/loss",)) != read_curves(tmp_path / "whole", ("val/loss",))
+
+
+def test_a_checkpoint_from_before_the_setting_existed_resumes_with_its_default(tmp_path):
+    """Checkpoints written before data.val_examples existed record no such key: they resume with the
+    default (the whole dev split, what they did), and are refused with another value."""
+    from lra.errors import ConfigError as PipelineConfigError
+    from lra.module import RUN_IDENTITY_KEY
+
+    args = learnable_listops(tmp_path / "data")
+    train_here(tmp_path / "a", *args, "trainer.max_steps=8")
+    ckpt = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)
+    del ckpt[RUN_IDENTITY_KEY]["data"]["val_examples"]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    with pytest.raises(PipelineConfigError, match="data.val_examples=null vs 24"):
+        train_here(tmp_path / "b", *args, "data.val_examples=24", f"ckpt_path={old}")
+    train_here(tmp_path / "c", *args, "trainer.max_steps=12", f"optim.total_steps={STEPS}", f"ckpt_path={old}")
+    assert read_record(tmp_path / "c")["global_step"] == 12

@@ -16,6 +16,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from lra.compare.collect import Run
+from lra.resume import ADDED_LATER
 
 # Config keys that do not make a different experiment: repetition (seeds), where files live, logging
 # and progress display, resuming, and the speed callback's warm-up.
@@ -84,7 +85,11 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def relevant(config: dict[str, Any]) -> dict[str, str]:
-    return {k: v for k, v in flatten(config).items() if not any(fnmatchcase(k, p) for p in IGNORED)}
+    flat = flatten(config)
+    for key, value in ADDED_LATER.items():  # a run recorded before the key existed did what its value does
+        if key.split(".")[0] in config:
+            flat.setdefault(key, _encode(value))
+    return {k: v for k, v in flat.items() if not any(fnmatchcase(k, p) for p in IGNORED)}
 
 
 def setting(run: Run) -> dict[str, str]:
