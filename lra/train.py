@@ -38,10 +38,17 @@ from lra.config_checks import check_compatible, check_config, instantiate_checke
 from lra.console import quiet_third_party_notices
 from lra.errors import CheckpointError, ConfigError, LRAError
 from lra.interrupts import EXIT_CODES, StopSignals, describe
-from lra.loggers import build_loggers, close_loggers, describe_data, describe_run, log_summary
+from lra.loggers import (
+    build_loggers,
+    close_loggers,
+    describe_data,
+    describe_run,
+    log_summary,
+    logger_callbacks,
+)
 from lra.metrics import logged_name, logged_values
 from lra.module import COMPUTE_KEY, ORIGIN_KEY, LRAModule
-from lra.provenance import git_commit, package_versions
+from lra.provenance import git_commit, machine, package_versions
 from lra.resources import apply_compute, machine_cores, pin_allocator, plan_compute
 from lra.results import RunRecord
 from lra.resume import check_checkpoint, check_exists, load_checkpoint, run_identity
@@ -195,7 +202,8 @@ def compose(
     if ckpt is not None:
         use_checkpoint(cfg, ckpt, experiment, record)
     callbacks = build_callbacks(cfg, run_dir)
-    experiment.loggers = build_loggers(cfg.get("logger"), run_dir)
+    experiment.loggers = build_loggers(cfg.get("logger"), run_dir, mode(cfg), ckpt)
+    callbacks += logger_callbacks(experiment.loggers)  # the W&B run id into every checkpoint
     experiment.trainer = build_trainer(cfg, run_dir, experiment.loggers, callbacks)
     describe_run(experiment.loggers, cfg)
     describe_data(experiment.loggers, record.data)
@@ -362,6 +370,7 @@ def start_record(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
         run_dir=str(run_dir),
         versions=package_versions(),
         git_commit=git_commit(),
+        machine=machine(cfg.trainer.get("accelerator")),
     )
     record.metrics.update(global_step=0, params_total=0, wall_time_s=0.0)
     return record
