@@ -157,8 +157,37 @@ def test_speed_and_memory_reach_csv_and_results(tmp_path, listops_args):
     final = [r for r in rows if r["speed/eval_tokens_per_s"]][-1]
     assert float(final["speed/train_steps_per_s"]) == pytest.approx(record["train_steps_per_s"], rel=1e-6)
     assert float(final["memory/peak_bytes"]) == pytest.approx(record["peak_memory_bytes"], rel=1e-6)
-    # The progress bar shows one rate while training: tqdm's steps per second.
-    assert "step/s" in proc.stdout + proc.stderr
+    # The run drew the step bar (its counting is test_progress_bar_counts_the_runs_steps's; the
+    # rate's wording is tqdm's own).
+    assert "Training steps" in proc.stdout + proc.stderr
+
+
+def test_progress_bar_counts_the_runs_steps(monkeypatch):
+    """One bar for the whole run: it counts optimisation steps (its one rate is steps per second) up
+    to max_steps, from the step a resumed run starts at, and an epoch does not restart it."""
+    from lra.callbacks.progress import StepProgressBar
+
+    class Bar:
+        total = initial = n = desc = unit = None
+
+        def reset(self, total=None):
+            self.total, self.n = total, 0
+
+        def set_description(self, desc):
+            self.desc = desc
+
+    class Trainer:
+        max_steps, global_step = 40, 12
+
+    shown = Bar()
+    monkeypatch.setattr(StepProgressBar, "init_train_tqdm", lambda self: shown)
+    bar = StepProgressBar()
+    bar.on_train_start(Trainer(), None)
+    assert bar.train_progress_bar is shown
+    assert (shown.unit, shown.total, shown.initial, shown.n) == ("step", 40, 12, 12)
+    assert shown.desc == "Training steps"
+    bar.on_train_epoch_start(Trainer(), None)
+    assert (shown.total, shown.n) == (40, 12)
 
 
 def test_progress_bar_shows_short_names_and_the_steps_own_loss(monkeypatch):

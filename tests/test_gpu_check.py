@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from types import SimpleNamespace
 
+from lra import gpu_check
 from lra.gpu_check import Steps, _hms
 
 
@@ -17,10 +20,25 @@ def test_a_step_runs_within_the_budget_and_is_skipped_once_it_is_spent(tmp_path)
     assert [r["step"] for r in spent.records] == ["late"]
 
 
-def test_a_step_that_outlasts_what_is_left_is_stopped(tmp_path):
-    steps = Steps(tmp_path, budget=6)
-    slow = steps.run("slow", [sys.executable, "-c", "import time; time.sleep(30)"], timeout=600)
-    assert slow["exit"] == "timeout" and slow["seconds"] < 15
+def test_a_step_that_outlasts_what_is_left_is_stopped(tmp_path, monkeypatch):
+    """On a fake clock, with a command that never ends: the step's time limit is what is left of the
+    budget (not its own 600 s), and the step stopped there is recorded as a timeout, with its time."""
+    now = [1000.0]
+    limits = []
+
+    def never_ends(cmd, timeout, **kwargs):
+        limits.append(timeout)
+        now[0] += timeout
+        raise subprocess.TimeoutExpired(cmd, timeout)
+
+    monkeypatch.setattr(gpu_check, "time", SimpleNamespace(time=lambda: now[0]))
+    fake = SimpleNamespace(run=never_ends, STDOUT=subprocess.STDOUT, TimeoutExpired=subprocess.TimeoutExpired)
+    monkeypatch.setattr(gpu_check, "subprocess", fake)
+    steps = Steps(tmp_path, budget=10)
+    now[0] += 2  # part of the budget is gone before the step starts
+    slow = steps.run("slow", [sys.executable, "-c", "pass"], timeout=600)
+    assert limits == [8] and slow["exit"] == "timeout" and slow["seconds"] == 8
+    assert [r["step"] for r in steps.records] == ["slow"] and (tmp_path / "slow.log").exists()
 
 
 def test_max_time_is_lightnings_dd_hh_mm_ss_and_at_least_a_minute():

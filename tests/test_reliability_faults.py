@@ -155,10 +155,11 @@ def test_real_ctrl_c_on_the_command_line(tmp_path, args):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["trainer.max_steps=-1"], "trainer.max_steps=-1"),
-        (["model.num_heads=0"], "model.num_heads=0"),
-        (["attention=spectral_shift", "attention.form=bogus"], "attention.form must be one of"),
-        (["+attention.bogus=1"], "unexpected keyword argument 'bogus'"),
+        (["trainer.max_steps=-1"], ["trainer.max_steps=-1"]),
+        (["model.num_heads=0"], ["model.num_heads=0"]),
+        (["attention=spectral_shift", "attention.form=bogus"], ["attention.form must be one of"]),
+        # The unknown key, and our words around Python's own (whose wording is not ours to test).
+        (["+attention.bogus=1"], ["bogus", "check the keys given on the command line"]),
     ],
     ids=["endless", "no-heads", "attention-value", "attention-key"],
 )
@@ -170,7 +171,7 @@ def test_bad_config_values_are_one_line_errors(tmp_path, args, overrides, expect
         and "Traceback" not in proc.stderr
         and "InstantiationException" not in proc.stderr
     )
-    assert lines[-1].startswith("error: ") and expected in lines[-1]
+    assert lines[-1].startswith("error: ") and all(part in lines[-1] for part in expected), lines[-1]
     assert read_record(tmp_path / "run")["status"] == "failed"
 
 
