@@ -71,17 +71,19 @@ def test_task_fields_reach_model_and_trainer():
 
 
 def test_cli_help_and_cfg_job():
+    import yaml
+
     help_out = run_cli("--help").stdout
-    assert "task:" in help_out and "attention:" in help_out
-    job = run_cli("--cfg", "job", "attention=softmax").stdout
-    assert "_target_: attention.softmax.SoftmaxAttention" in job
+    assert all(name in help_out for name in ("listops", "softmax", "spectral_shift"))
+    job = yaml.safe_load(run_cli("--cfg", "job", "attention=softmax").stdout)
+    assert job["attention"]["_target_"] == "attention.softmax.SoftmaxAttention"
 
 
 @pytest.mark.parametrize(
     "override, message",
-    [("task=no_such_task", "Could not find 'task/no_such_task'"), ("no_such_key=1", "no_such_key")],
+    [("task=no_such_task", "no_such_task"), ("no_such_key=1", "no_such_key")],
 )
-def test_bad_override_fails_with_hydra_message(override, message):
+def test_a_bad_override_fails_naming_it_without_a_traceback(override, message):
     proc = run_cli(override, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr
@@ -98,7 +100,7 @@ def test_help_names_the_project_and_how_to_run_it():
         [sys.executable, "run.py", "--help"], cwd=REPO, capture_output=True, text=True
     ).stdout
     assert out.startswith("LRA harness: efficient attention against exact softmax")
-    assert "attention: bigbird" in out and "python run.py task=listops --cfg job" in out
+    assert "bigbird" in out and "python run.py task=listops --cfg job" in out
 
 
 def test_quick_runs_are_apart_from_full_runs_in_wandb():

@@ -79,10 +79,8 @@ def read_offline_run(run_dir: Path) -> dict:
 
 
 def offline_run_id(run_dir: Path) -> str:
-    """The W&B run id an offline run's folder is named with (``offline-run-<time>-<id>``)."""
-    folders = [p for p in (run_dir / "wandb").glob("offline-run-*") if p.is_dir()]
-    assert len(folders) == 1, f"{run_dir}: expected one offline W&B run folder, found {folders}"
-    return folders[0].name.split("-", 3)[3]
+    """The W&B run id an offline run recorded (its run record, not its folder's name)."""
+    return read_offline_run(run_dir)["run"].run_id
 
 
 @pytest.fixture(scope="module")
