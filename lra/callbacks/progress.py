@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.callbacks.progress.tqdm_progress import _update_n, convert_inf
 
 # What the bar shows, under short names: long metric names squeezed the bar to nothing on a terminal
 # of ordinary width. Everything else is in the run's CSV log, W&B and results.json.
@@ -32,7 +31,7 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_start(self, trainer, pl_module):
         super().on_train_start(trainer, pl_module)
         bar = self.train_progress_bar
-        bar.reset(total=convert_inf(trainer.max_steps if trainer.max_steps > 0 else None))
+        bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
         bar.initial = trainer.global_step
         bar.n = trainer.global_step
         bar.set_description("Training steps")
@@ -48,7 +47,9 @@ class StepProgressBar(TQDMProgressBar):
         now = time.monotonic()
         due = now - self._drawn >= self.min_interval_s or step == bar.total
         if bar is not None and due and self._should_update(step, bar.total):
-            _update_n(bar, step)
+            if not bar.disable:  # tqdm's own API: set the count, redraw
+                bar.n = step
+                bar.refresh()
             metrics = self.get_metrics(trainer, pl_module)
             loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
             if hasattr(loss, "item"):
