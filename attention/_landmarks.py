@@ -146,7 +146,7 @@ def nystrom_factors(
     keep_logits: bool = False,
 ) -> NystromFactors:
     """The landmark pieces. ``keep_logits``: also return the logits of ``F`` (the spectral estimates
-    read each row's log-normaliser off them and build on them, see :mod:`attention._delta`).
+    read each row's log-normaliser off them and build on them, see :mod:`attention.spectral_shift.delta`).
 
     Every pass over an n x d or n x m tensor that no real output needs is left out, because these
     passes, not the GEMMs, were most of a padded training step's attention time:

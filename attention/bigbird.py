@@ -20,17 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attention._common import (
-    check_int,
-    check_probability,
-    compute_dtype,
-    masked_value,
-    real_mask,
-    zero_padded,
-)
-from attention._dropout import dropout
+from attention._common import compute_dtype, masked_value, real_mask, zero_padded
 from attention._random import counter_uniform, eval_seed, forward_seed
-from attention.base import AttentionBase, check_inputs
+from attention.base import AttentionBase, check_inputs, integer, probability
 
 
 def real_blocks(mask: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -75,35 +67,16 @@ class BigBirdAttention(AttentionBase):
     """Knobs: ``block_size``, ``num_random_blocks`` (r), ``num_global_blocks`` (g), ``dropout`` (on
     the attention weights, training only)."""
 
-    def __init__(
-        self,
-        num_heads: int,
-        head_dim: int,
-        max_len: int | None = None,
-        block_size: int = 64,
-        num_random_blocks: int = 3,
-        num_global_blocks: int = 2,
-        dropout: float = 0.1,
-    ):
-        super().__init__(num_heads, head_dim, max_len)
-        check_int(block_size, "block_size")
-        check_int(num_random_blocks, "num_random_blocks", minimum=0)
-        check_int(num_global_blocks, "num_global_blocks", minimum=0)
-        check_probability(dropout, "dropout")
-        self.block_size = block_size
-        self.num_random_blocks = num_random_blocks
-        self.num_global_blocks = num_global_blocks
-        self.dropout = dropout
+    knobs = {
+        "block_size": integer(64),
+        "num_random_blocks": integer(3, minimum=0),
+        "num_global_blocks": integer(2, minimum=0),
+        "dropout": probability(0.1),
+    }
+
+    def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):
+        super().__init__(num_heads, head_dim, max_len, **settings)
         self.register_buffer("eval_seed", eval_seed())  # the random draws in evaluation mode
-
-    def extra_repr(self) -> str:
-        return (
-            f"block_size={self.block_size}, num_random_blocks={self.num_random_blocks}, "
-            f"num_global_blocks={self.num_global_blocks}, dropout={self.dropout}"
-        )
-
-    def _drop(self, weights: torch.Tensor) -> torch.Tensor:
-        return dropout(weights, self.dropout, self.training)
 
     def key_blocks(self, mask: torch.Tensor, num_blocks: int, seed: torch.Tensor):
         """The key blocks of every query block: (b, h, NB, K) indices, (b, h, NB, K) validity, and the
@@ -164,7 +137,7 @@ class BigBirdAttention(AttentionBase):
             usable = usable.view(b, h, num_blocks, 1, kk * bs)
             queries = F.pad(q32, (0, 0, 0, pad)).reshape(b, h, num_blocks, bs, d)
             logits = (queries @ keys.transpose(-1, -2)).masked_fill_(~usable, masked_value(dtype))
-            out = (self._drop(logits.softmax(dim=-1)) @ values).view(b, h, num_blocks, bs * d)
+            out = (self.drop(logits.softmax(dim=-1)) @ values).view(b, h, num_blocks, bs * d)
             if gblocks.shape[1] > 0:
                 out = self._global_rows(out, queries, k32, v32, mask, gblocks.clamp(0, num_blocks - 1))
             out = out.view(b, h, num_blocks * bs, d)[:, :, :n]
@@ -177,6 +150,6 @@ class BigBirdAttention(AttentionBase):
         index = gblocks[:, None, :, None].expand(b, h, g, bs * d)
         qg = queries.reshape(b, h, num_blocks, bs * d).gather(2, index).view(b, h, g * bs, d)
         logits = (qg @ k.transpose(-1, -2)).masked_fill_(~mask[:, None, None, :], masked_value(qg.dtype))
-        rows = (self._drop(logits.softmax(dim=-1)) @ v).view(b, h, g, bs * d)
+        rows = (self.drop(logits.softmax(dim=-1)) @ v).view(b, h, g, bs * d)
         # A block listed twice (a sequence with fewer than g blocks) gets the same rows twice.
         return out.scatter(2, index, rows)

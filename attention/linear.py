@@ -25,9 +25,6 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 class LinearAttention(AttentionBase):
     """Non-causal linear attention with the elu(x)+1 feature map; no knobs."""
 
-    def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None):
-        super().__init__(num_heads, head_dim, max_len)
-
     def forward(self, q, k, v, key_padding_mask: torch.Tensor | None = None):
         check_inputs(q, k, v, key_padding_mask)
         dtype = compute_dtype(q.dtype)

@@ -17,45 +17,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attention._common import check_bool, check_int, check_probability, compute_dtype, zero_padded
-from attention._dropout import dropout
-from attention.base import AttentionBase, check_inputs
+from attention._common import compute_dtype, zero_padded
+from attention.base import AttentionBase, check_inputs, flag, integer, probability
 
 
 class LinformerAttention(AttentionBase):
     """Knobs: ``proj_len`` (k), ``share_kv`` (E = F), ``per_head`` (projections per head),
     ``dropout`` (on the n x k attention weights, training only). Needs ``max_len`` (the rows of E)."""
 
-    def __init__(
-        self,
-        num_heads: int,
-        head_dim: int,
-        max_len: int | None = None,
-        proj_len: int = 256,
-        share_kv: bool = True,
-        per_head: bool = False,
-        dropout: float = 0.1,
-    ):
-        super().__init__(num_heads, head_dim, max_len)
-        check_int(proj_len, "proj_len")
-        check_bool(share_kv, "share_kv")
-        check_bool(per_head, "per_head")
-        check_probability(dropout, "dropout")
+    knobs = {
+        "proj_len": integer(256),
+        "share_kv": flag(True),
+        "per_head": flag(False),
+        "dropout": probability(0.1),
+    }
+
+    def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):
+        super().__init__(num_heads, head_dim, max_len, **settings)
         if max_len is None:
             raise ValueError("linformer projects along the sequence and needs max_len (model.max_len)")
-        self.proj_len = proj_len
-        self.share_kv = share_kv
-        self.per_head = per_head
-        self.dropout = dropout
-        shape = (num_heads if per_head else 1, max_len, proj_len)
-        self.proj_k = nn.Parameter(torch.randn(shape) * proj_len**-0.5)
-        self.proj_v = None if share_kv else nn.Parameter(torch.randn(shape) * proj_len**-0.5)
+        shape = (num_heads if self.per_head else 1, max_len, self.proj_len)
+        self.proj_k = nn.Parameter(torch.randn(shape) * self.proj_len**-0.5)
+        self.proj_v = None if self.share_kv else nn.Parameter(torch.randn(shape) * self.proj_len**-0.5)
 
     def extra_repr(self) -> str:
-        return (
-            f"max_len={self.max_len}, proj_len={self.proj_len}, share_kv={self.share_kv}, "
-            f"per_head={self.per_head}, dropout={self.dropout}"
-        )
+        return f"max_len={self.max_len}, {super().extra_repr()}"
 
     def forward(self, q, k, v, key_padding_mask: torch.Tensor | None = None):
         check_inputs(q, k, v, key_padding_mask)
@@ -72,6 +58,6 @@ class LinformerAttention(AttentionBase):
             k_proj = e.transpose(-1, -2) @ k32  # (b, h, k, d)
             v_proj = f.transpose(-1, -2) @ v32
             weights = ((q32 @ k_proj.transpose(-1, -2)) * q.shape[-1] ** -0.5).softmax(dim=-1)
-            weights = dropout(weights, self.dropout, self.training)
+            weights = self.drop(weights)
             out = weights @ v_proj
         return out.to(v.dtype)

@@ -17,16 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attention._common import (
-    check_int,
-    check_probability,
-    compute_dtype,
-    masked_value,
-    real_mask,
-    zero_padded,
-)
-from attention._dropout import dropout
-from attention.base import AttentionBase, check_inputs
+from attention._common import compute_dtype, masked_value, real_mask, zero_padded
+from attention.base import AttentionBase, check_inputs, integer, probability
 
 
 def first_real_positions(mask: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,40 +33,18 @@ class LocalAttention(AttentionBase):
     """Knobs: ``window`` (w: keys within w positions on each side), ``num_global`` (g: the first g real
     tokens are global), ``dropout`` (on the attention weights, training only)."""
 
-    def __init__(
-        self,
-        num_heads: int,
-        head_dim: int,
-        max_len: int | None = None,
-        window: int = 256,
-        num_global: int = 0,
-        dropout: float = 0.1,
-    ):
-        super().__init__(num_heads, head_dim, max_len)
-        check_int(window, "window")
-        check_int(num_global, "num_global", minimum=0)
-        check_probability(dropout, "dropout")
-        self.window = window
-        self.num_global = num_global
-        self.dropout = dropout
-
-    def extra_repr(self) -> str:
-        return f"window={self.window}, num_global={self.num_global}, dropout={self.dropout}"
-
-    def _drop(self, weights: torch.Tensor) -> torch.Tensor:
-        return dropout(weights, self.dropout, self.training)
+    knobs = {"window": integer(256), "num_global": integer(0, minimum=0), "dropout": probability(0.1)}
 
     def forward(self, q, k, v, key_padding_mask: torch.Tensor | None = None):
         check_inputs(q, k, v, key_padding_mask)
         b, h, n, d = q.shape
+        mask = real_mask(key_padding_mask, b, n, q.device)
+        g = min(self.num_global, n)
+        is_global = mask & (mask.cumsum(dim=-1) - 1 < g)  # (b, n): the first g real tokens
         dtype = compute_dtype(q.dtype)
         with torch.autocast(device_type=q.device.type, enabled=False):
-            mask = real_mask(key_padding_mask, b, n, q.device)
             q32, k32, v32 = (zero_padded(t.to(dtype), key_padding_mask) for t in (q, k, v))
             q32 = q32 * d**-0.5
-            g = min(self.num_global, n)
-            rank = mask.cumsum(dim=-1) - 1
-            is_global = mask & (rank < g)  # (b, n)
             if n <= 3 * self.window:
                 out = self._dense(q32, k32, v32, mask, is_global)
             else:
@@ -88,7 +58,7 @@ class LocalAttention(AttentionBase):
         allowed = band[None] | is_global[:, None, :] | is_global[:, :, None]  # (b, n, n)
         allowed = allowed & mask[:, None, :]
         logits = (q @ k.transpose(-1, -2)).masked_fill_(~allowed[:, None], masked_value(q.dtype))
-        return self._drop(logits.softmax(dim=-1)) @ v
+        return self.drop(logits.softmax(dim=-1)) @ v
 
     def _blocked(self, q, k, v, mask, is_global, g):
         b, h, n, d = q.shape
@@ -110,18 +80,18 @@ class LocalAttention(AttentionBase):
         valid = band[None, None] & usable[:, :, None, :]  # (b, nb, c, 3c)
         logits = (qb @ kw.transpose(-1, -2)).masked_fill_(~valid[:, None], masked_value(q.dtype))
         if g == 0:
-            out = self._drop(logits.softmax(dim=-1)) @ vw
+            out = self.drop(logits.softmax(dim=-1)) @ vw
             return out.reshape(b, h, nb * c, d)[:, :, :n]
         order, present = first_real_positions(mask, g)  # (b, g)
         index = order[:, None, :, None].expand(b, h, g, d)
         kg, vg = k.gather(2, index), v.gather(2, index)
         logits_g = qb @ kg[:, :, None].transpose(-1, -2)  # (b, h, nb, c, g)
         logits_g = logits_g.masked_fill(~present[:, None, None, None, :], masked_value(q.dtype))
-        weights = self._drop(torch.cat([logits, logits_g], dim=-1).softmax(dim=-1))
+        weights = self.drop(torch.cat([logits, logits_g], dim=-1).softmax(dim=-1))
         out = weights[..., : 3 * c] @ vw + weights[..., 3 * c :] @ vg[:, :, None]
         out = out.reshape(b, h, nb * c, d)[:, :, :n]
         # Global queries attend to every real key.
         qg = q.gather(2, index)
         logits_q = (qg @ k.transpose(-1, -2)).masked_fill_(~mask[:, None, None, :], masked_value(q.dtype))
-        out_g = self._drop(logits_q.softmax(dim=-1)) @ v
+        out_g = self.drop(logits_q.softmax(dim=-1)) @ v
         return out.scatter(2, index, out_g)

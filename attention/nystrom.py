@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attention._common import compute_dtype, zero_padded
 from attention._landmarks import (
     NystromFactors,
     exact_for_short_rows,
@@ -18,7 +19,7 @@ from attention._landmarks import (
     nystrom_factors,
 )
 from attention._pinv import PINV_METHODS, pseudo_inverse
-from attention.base import AttentionBase, check_inputs
+from attention.base import AttentionBase, Knob, check_inputs, choice, integer
 
 # How the skip convolves: block-Toeplitz GEMMs (the default, chosen for the CPU) or PyTorch's own
 # grouped convolution (to measure on a GPU, where the GEMM form is most of Nyström's time at 16K).
@@ -90,16 +91,6 @@ class ValueConvSkip(nn.Module):
         return y[:, :, :n]
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # fp16/bf16 -> fp32 (softmax and Newton-Schulz are unstable in half precision); fp64 stays fp64.
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _check_positive_int(value, key: str, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"attention.{key} must be an integer >= {minimum}; got {value!r}")
-
-
 class NystromAttention(AttentionBase):
     """Nyström attention with masked segment-mean landmarks.
 
@@ -108,40 +99,21 @@ class NystromAttention(AttentionBase):
     convolves, same result). For ``n <= m`` it is exact softmax.
     """
 
-    def __init__(
-        self,
-        num_heads: int,
-        head_dim: int,
-        max_len: int | None = None,
-        *,
-        num_landmarks: int = 64,
-        pinv: str = "newton",
-        pinv_iterations: int = 6,
-        conv_kernel: int = 35,
-        conv_impl: str = "gemm",
-    ):
-        super().__init__(num_heads, head_dim, max_len)
-        _check_positive_int(num_landmarks, "num_landmarks")
-        if pinv not in PINV_METHODS:
-            raise ValueError(f"attention.pinv must be one of {'|'.join(PINV_METHODS)}; got {pinv!r}")
-        _check_positive_int(pinv_iterations, "pinv_iterations")
-        _check_positive_int(conv_kernel, "conv_kernel", minimum=0)
-        self.num_landmarks = num_landmarks
-        self.pinv = pinv
-        self.pinv_iterations = pinv_iterations
-        self.conv_kernel = conv_kernel
-        self.conv_impl = conv_impl
-        self.skip = ValueConvSkip(num_heads, conv_kernel, conv_impl) if conv_kernel > 0 else None
+    knobs = {
+        "num_landmarks": integer(64),
+        "pinv": choice("newton", PINV_METHODS),
+        "pinv_iterations": integer(6),
+        "conv_kernel": integer(35, minimum=0),
+        "conv_impl": Knob("gemm"),  # checked by ValueConvSkip, when there is a skip
+    }
+
+    def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):
+        super().__init__(num_heads, head_dim, max_len, **settings)
+        kernel = self.conv_kernel
+        self.skip = ValueConvSkip(num_heads, kernel, self.conv_impl) if kernel > 0 else None
 
     # Whether combine() needs the logits of F (spectral shift's normalisers do).
     keep_logits = False
-
-    def extra_repr(self) -> str:
-        return (
-            f"num_landmarks={self.num_landmarks}, pinv={self.pinv}, "
-            f"pinv_iterations={self.pinv_iterations}, conv_kernel={self.conv_kernel}, "
-            f"conv_impl={self.conv_impl}"
-        )
 
     def pseudo_inverse(self, system: torch.Tensor) -> torch.Tensor:
         return pseudo_inverse(system, self.pinv, self.pinv_iterations)
@@ -149,7 +121,7 @@ class NystromAttention(AttentionBase):
     def forward(self, q, k, v, key_padding_mask: torch.Tensor | None = None):
         check_inputs(q, k, v, key_padding_mask)
         n = q.shape[-2]
-        dtype = _compute_dtype(q.dtype)
+        dtype = compute_dtype(q.dtype)
         factors = None
         # Autocast off: the three softmaxes and the pseudo-inverse run in fp32 even under bf16/fp16.
         with torch.autocast(device_type=q.device.type, enabled=False):
@@ -174,7 +146,7 @@ class NystromAttention(AttentionBase):
                 if factors is not None and factors.v.dtype == v.dtype:
                     v = factors.v  # already zeroed at the padding: one full pass fewer each way
                 else:
-                    v = torch.where(key_padding_mask[:, None, :, None], v, v.new_zeros(()))
+                    v = zero_padded(v, key_padding_mask)
             out = out + self.skip(v)
         return out
 

@@ -23,8 +23,8 @@ import math
 
 import torch
 
-from attention._common import check_bool, check_int, compute_dtype, zero_padded
-from attention.base import AttentionBase, check_inputs
+from attention._common import compute_dtype, zero_padded
+from attention.base import AttentionBase, check_inputs, flag, integer
 
 RELU_EPS = 1e-3  # generalized attention: keeps every feature positive (as the reference code)
 
@@ -87,29 +87,15 @@ class PerformerAttention(AttentionBase):
     """FAVOR+ attention. Knobs: ``num_features`` (m), ``redraw_interval`` (training steps between
     feature redraws; 0 = never), ``generalized`` (ReLU features instead of the softmax kernel's)."""
 
-    def __init__(
-        self,
-        num_heads: int,
-        head_dim: int,
-        max_len: int | None = None,
-        num_features: int = 256,
-        redraw_interval: int = 1000,
-        generalized: bool = False,
-    ):
-        super().__init__(num_heads, head_dim, max_len)
-        check_int(num_features, "num_features")
-        check_int(redraw_interval, "redraw_interval", minimum=0)
-        check_bool(generalized, "generalized")
-        self.num_features = num_features
-        self.redraw_interval = redraw_interval
-        self.generalized = generalized
-        self.register_buffer("projection", orthogonal_random_features(num_features, head_dim))
+    knobs = {
+        "num_features": integer(256),
+        "redraw_interval": integer(1000, minimum=0),
+        "generalized": flag(False),
+    }
 
-    def extra_repr(self) -> str:
-        return (
-            f"num_features={self.num_features}, redraw_interval={self.redraw_interval}, "
-            f"generalized={self.generalized}"
-        )
+    def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):
+        super().__init__(num_heads, head_dim, max_len, **settings)
+        self.register_buffer("projection", orthogonal_random_features(self.num_features, head_dim))
 
     @torch.no_grad()
     def redraw(self) -> None:

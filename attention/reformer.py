@@ -27,17 +27,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attention._common import (
-    check_int,
-    check_probability,
-    compute_dtype,
-    masked_value,
-    real_mask,
-    zero_padded,
-)
-from attention._dropout import dropout
+from attention._common import compute_dtype, masked_value, real_mask, zero_padded
 from attention._random import counter_normal, eval_seed, forward_seed
-from attention.base import AttentionBase, check_inputs
+from attention.base import AttentionBase, check_inputs, integer, probability
 
 SELF_LOGIT = -1e5  # the paper's mask value for attending to oneself (a token alone attends to itself)
 
@@ -84,26 +76,11 @@ class ReformerAttention(AttentionBase):
     """Knobs: ``num_hashes`` (rounds), ``bucket_size`` (c: chunk length; about L / c buckets),
     ``dropout`` (on the attention weights, training only)."""
 
-    def __init__(
-        self,
-        num_heads: int,
-        head_dim: int,
-        max_len: int | None = None,
-        num_hashes: int = 2,
-        bucket_size: int = 64,
-        dropout: float = 0.1,
-    ):
-        super().__init__(num_heads, head_dim, max_len)
-        check_int(num_hashes, "num_hashes")
-        check_int(bucket_size, "bucket_size")
-        check_probability(dropout, "dropout")
-        self.num_hashes = num_hashes
-        self.bucket_size = bucket_size
-        self.dropout = dropout
-        self.register_buffer("eval_seed", eval_seed())  # the random draws in evaluation mode
+    knobs = {"num_hashes": integer(2), "bucket_size": integer(64), "dropout": probability(0.1)}
 
-    def extra_repr(self) -> str:
-        return f"num_hashes={self.num_hashes}, bucket_size={self.bucket_size}, dropout={self.dropout}"
+    def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):
+        super().__init__(num_heads, head_dim, max_len, **settings)
+        self.register_buffer("eval_seed", eval_seed())  # the random draws in evaluation mode
 
     def forward(self, q, k, v, key_padding_mask: torch.Tensor | None = None):
         check_inputs(q, k, v, key_padding_mask)
@@ -135,7 +112,7 @@ class ReformerAttention(AttentionBase):
             row_max = logits.detach().amax(dim=-1, keepdim=True)
             weights = torch.exp(logits - row_max)  # unnormalised; every round is normalised together below
             total = weights.sum(dim=-1)
-            weights = dropout(weights, self.dropout, self.training)
+            weights = self.drop(weights)
             out = (weights @ sv).view(b, h, rounds, num_chunks * c, d)
             # Back to positions (slot rank[i] of each round holds position i), then the rounds together:
             # softmax over the union of the keys attended in any round.

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import torch
 
-from attention._common import check_int, compute_dtype, real_mask, zero_padded
+from attention._common import compute_dtype, real_mask, zero_padded
 from attention._landmarks import landmark_system, segment_means, segment_sequences
 from attention._pinv import PINV_METHODS, pseudo_inverse
 from attention._random import counter_uniform, eval_seed, forward_seed
-from attention.base import AttentionBase, check_inputs
+from attention.base import AttentionBase, check_inputs, choice, integer, non_negative
 
 LANDMARKS = ("sampled", "segments")
 
@@ -63,38 +63,17 @@ class SkyformerAttention(AttentionBase):
     """Knobs: ``num_landmarks`` (m), ``landmarks`` (sampled|segments), ``ridge``, ``pinv``
     (newton|exact), ``pinv_iterations``."""
 
-    def __init__(
-        self,
-        num_heads: int,
-        head_dim: int,
-        max_len: int | None = None,
-        num_landmarks: int = 128,
-        landmarks: str = "sampled",
-        ridge: float = 0.1,
-        pinv: str = "newton",
-        pinv_iterations: int = 6,
-    ):
-        super().__init__(num_heads, head_dim, max_len)
-        check_int(num_landmarks, "num_landmarks", minimum=2)
-        if landmarks not in LANDMARKS:
-            raise ValueError(f"attention.landmarks must be one of {'|'.join(LANDMARKS)}; got {landmarks!r}")
-        if isinstance(ridge, bool) or not isinstance(ridge, int | float) or ridge < 0:
-            raise ValueError(f"attention.ridge must be a number >= 0; got {ridge!r}")
-        if pinv not in PINV_METHODS:
-            raise ValueError(f"attention.pinv must be one of {'|'.join(PINV_METHODS)}; got {pinv!r}")
-        check_int(pinv_iterations, "pinv_iterations")
-        self.num_landmarks = num_landmarks
-        self.landmarks = landmarks
-        self.ridge = float(ridge)
-        self.pinv = pinv
-        self.pinv_iterations = pinv_iterations
-        self.register_buffer("eval_seed", eval_seed())  # the sampled landmarks in evaluation mode
+    knobs = {
+        "num_landmarks": integer(128, minimum=2),
+        "landmarks": choice("sampled", LANDMARKS),
+        "ridge": non_negative(0.1),
+        "pinv": choice("newton", PINV_METHODS),
+        "pinv_iterations": integer(6),
+    }
 
-    def extra_repr(self) -> str:
-        return (
-            f"num_landmarks={self.num_landmarks}, landmarks={self.landmarks}, ridge={self.ridge}, "
-            f"pinv={self.pinv}, pinv_iterations={self.pinv_iterations}"
-        )
+    def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):
+        super().__init__(num_heads, head_dim, max_len, **settings)
+        self.register_buffer("eval_seed", eval_seed())  # the sampled landmarks in evaluation mode
 
     def select_landmarks(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor):
         """(b, h, m, d) landmarks from the scaled q and k, and their validity (b, m)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attention.base import AttentionBase, check_inputs
+from attention.base import AttentionBase, Knob, check_inputs
 
 
 class SoftmaxAttention(AttentionBase):
@@ -15,9 +15,7 @@ class SoftmaxAttention(AttentionBase):
 
     exact = True
 
-    def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, dropout: float = 0.1):
-        super().__init__(num_heads, head_dim, max_len)
-        self.dropout = dropout
+    knobs = {"dropout": Knob(0.1)}  # SDPA's own dropout on the attention weights, training only
 
     def forward(self, q, k, v, key_padding_mask: torch.Tensor | None = None):
         check_inputs(q, k, v, key_padding_mask)

@@ -17,9 +17,10 @@ import pickle
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import Dataset
 
-from data.errors import ConfigError, DataFormatError
+from data.errors import ConfigError, DataFormatError, LRAError
 
 CACHE_FORMAT_VERSION = 1
 
@@ -352,6 +353,17 @@ def read_spec(out_dir: Path, spec_type: type):
 
 def write_spec(out_dir: Path, spec) -> None:
     (Path(out_dir) / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2) + "\n")
+
+
+def generator_command(generate: Callable[[], object], out_dir: Path) -> None:
+    """The end of a generator's command line: ``generate()``, then ``wrote <out_dir>``; an LRAError is
+    printed as ``error: ...`` and exits with status 1 (no traceback: it says what to change)."""
+    try:
+        generate()
+    except LRAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"wrote {out_dir}")
 
 
 @contextmanager

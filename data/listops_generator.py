@@ -20,16 +20,15 @@ import multiprocessing as mp
 import os
 import random
 import statistics
-import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
 from tqdm.auto import tqdm
 
-from data.cache import SPEC_FILE, AtomicDirectory, check_replaceable, write_spec
+from data.cache import SPEC_FILE, AtomicDirectory, check_replaceable, generator_command, write_spec
 from data.cache import read_spec as read_spec_file
-from data.errors import ConfigError, LRAError
+from data.errors import ConfigError
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -257,12 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=None)
     args = vars(p.parse_args(argv))
     out_dir, workers = args.pop("out_dir"), args.pop("workers")
-    try:
-        generate_listops(out_dir, ListOpsSpec(**args), workers=workers)
-    except LRAError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    print(f"wrote {out_dir}")
+    generator_command(lambda: generate_listops(out_dir, ListOpsSpec(**args), workers=workers), out_dir)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -29,34 +28,27 @@ from typing import ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from data.cache import AtomicDirectory, check_replaceable, write_spec
+from data.cache import AtomicDirectory, check_replaceable, generator_command, write_spec
 from data.cache import read_spec as read_spec_file
-from data.errors import LRAError
 
 DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9, "curv_contour_length_14": 14}
 
 # Geometry in output pixels. 32x32: the LRA settings; 128x128 (Path-X): thickness, margin, continuity,
 # marker radius and distractor budget from LRA, paddle length and gap scaled so that a snake spans
 # about as much of the image as at 32x32.
+# Each setting: (its value at 32x32, at 128x128).
+_GEOMETRY_BY_RESOLUTION = {
+    "paddle_length": (2.0, 6.0),
+    "paddle_gap": (1.0, 3.0),
+    "paddle_thickness": (0.5, 1.5),
+    "margin": (1.0, 2.5),
+    "continuity": (1.0, 1.8),
+    "marker_radius": (1.5, 3.0),
+    "distractor_paddles": (20, 35),
+}
 GEOMETRY = {
-    32: dict(
-        paddle_length=2.0,
-        paddle_gap=1.0,
-        paddle_thickness=0.5,
-        margin=1.0,
-        continuity=1.0,
-        marker_radius=1.5,
-        distractor_paddles=20,
-    ),
-    128: dict(
-        paddle_length=6.0,
-        paddle_gap=3.0,
-        paddle_thickness=1.5,
-        margin=2.5,
-        continuity=1.8,
-        marker_radius=3.0,
-        distractor_paddles=35,
-    ),
+    resolution: {key: values[i] for key, values in _GEOMETRY_BY_RESOLUTION.items()}
+    for i, resolution in enumerate((32, 128))
 }
 NUM_TURNS = 15  # candidate turns per paddle
 SLACK = math.sqrt(0.5)  # half the diagonal of a fine-canvas pixel
@@ -328,12 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=None)
     args = p.parse_args(argv)
     spec = spec_for(args.resolution, args.difficulty, num_images=args.num_images, seed=args.seed)
-    try:
-        generate_pathfinder(args.out_dir, spec, workers=args.workers)
-    except LRAError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    print(f"wrote {args.out_dir}")
+    generator_command(lambda: generate_pathfinder(args.out_dir, spec, workers=args.workers), args.out_dir)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,9 @@ class DevStream(Sampler[list[int]]):
         out: list[int] = []
         while count > 0:
             p, offset = divmod(start, self.size)
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + p))
+            order = torch.randperm(
+                self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + p)
+            )
             piece = order[offset : offset + count].tolist()
             out.extend(piece)
             start, count = start + len(piece), count - len(piece)

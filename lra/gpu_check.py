@@ -218,7 +218,7 @@ def summarise(out: Path, env: dict, steps: Steps, runs: list[dict], started: flo
     print("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m lra.gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/gpu_check")
     p.add_argument("--wheels", default=None, help="a folder of wheels for missing dependencies")
@@ -234,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attentions", default=",".join(ATTENTIONS), help="the ListOps runs' attentions")
     p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,efficiency,step,runs")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # CPU, toy sizes: for tests
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -280,23 +284,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[gpu_check] ListOps runs: {time.time() - runs_started:.0f}s", flush=True)
         steps.run("compare", [py, "-m", "lra.compare", str(out / "runs"), "--out", str(out / "compare")], 120)
     if "efficiency" not in skip:
-        lengths = "64,128" if args.smoke else "512,1024,2048,4096,8192,16384"
-        extra = ["--batch", "1", "--reps", "1", "--landmarks", "16", "--no-memory"] if args.smoke else []
-        if args.smoke:  # the orchestration, not every variant: the default suite stays short
-            extra += ["--variants", "softmax,nystrom,spectral_shift"]
-        efficiency = [py, "-m", "lra.bench", "efficiency", "--devices", device, "--lengths", lengths]
-        steps.run("efficiency", [*efficiency, *extra, "--out", str(out / "efficiency")], 240, child_env)
+        steps.run("efficiency", efficiency_command(out, device, args.smoke), 240, child_env)
     if "step" not in skip:
-        # The runs' precision (bf16 autocast), not the CPU default's fp32.
-        extra = (
-            ["--set", "model.max_len=64", "--set", "data.batch_size=2", "--reps", "1"]
-            if args.smoke
-            else ["--set", "trainer=gpu"]
-        )
-        step = [py, "-m", "lra.bench", "step", "--device", device, *extra, "--out", str(out / "step")]
-        steps.run("step", step, 120, child_env)
+        steps.run("step", step_command(out, device, args.smoke, args.attentions), 120, child_env)
     summarise(out, env, steps, runs, started)
     return 0
+
+
+def efficiency_command(out: Path, device: str, smoke: bool) -> list[str]:
+    lengths = "64,128" if smoke else "512,1024,2048,4096,8192,16384"
+    extra = ["--batch", "1", "--reps", "1", "--landmarks", "16", "--no-memory"] if smoke else []
+    if smoke:  # the orchestration, not every variant: the default suite stays short
+        extra += ["--variants", "softmax,nystrom,spectral_shift"]
+    efficiency = [sys.executable, "-m", "lra.bench", "efficiency", "--devices", device, "--lengths", lengths]
+    return [*efficiency, *extra, "--out", str(out / "efficiency")]
+
+
+def step_command(out: Path, device: str, smoke: bool, attentions: str) -> list[str]:
+    # The ListOps runs' attentions (all ten would not fit the step's time); the runs' precision (bf16
+    # autocast), not the CPU default's fp32.
+    extra = ["--attentions", attentions] + (
+        ["--set", "model.max_len=64", "--set", "data.batch_size=2", "--reps", "1"]
+        if smoke
+        else ["--set", "trainer=gpu"]
+    )
+    return [sys.executable, "-m", "lra.bench", "step", "--device", device, *extra, "--out", str(out / "step")]
 
 
 if __name__ == "__main__":

@@ -34,7 +34,13 @@ COLUMNS = (
     "memory_kind", "wall_min", "source", "note",
 )  # fmt: skip
 # How a run was executed rather than what it computes: shown per run, never a different setting.
-EXECUTION = ("trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes", "trainer.precision")
+EXECUTION = (
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.strategy",
+    "trainer.num_nodes",
+    "trainer.precision",
+)
 BLOCK = re.compile(r"(<!-- ledger:(\w+)((?: [\w.]+=[^\s>]+)*) -->\n)(.*?)(<!-- /ledger:\2 -->)", re.S)
 
 
@@ -93,7 +99,9 @@ def row_of(run_dir: Path, machine: str | None = None, note: str = "") -> dict[st
     run = read_run(run_dir)
     record = run.record
     if record is None or not run.ok or run.evaluation:
-        raise LedgerError(f"{run_dir}: not a completed training run ({run.error or run.status}); nothing added")
+        raise LedgerError(
+            f"{run_dir}: not a completed training run ({run.error or run.status}); nothing added"
+        )
     machine = machine or record.machine
     if not machine:
         raise LedgerError(f"{run_dir}/results.json names no machine; give it with --machine")
@@ -109,7 +117,8 @@ def row_of(run_dir: Path, machine: str | None = None, note: str = "") -> dict[st
         "seed": str(run.seed),
         "machine": machine,
         "precision": str(trainer.get("precision", "32-true")),
-        "commit": (record.git_commit or "")[:7] + ("-dirty" if (record.git_commit or "").endswith("-dirty") else ""),
+        "commit": (record.git_commit or "")[:7]
+        + ("-dirty" if (record.git_commit or "").endswith("-dirty") else ""),
         "date": (record.started_at or "")[:10],
         "steps": str(m.get("global_step") or ""),
         "best_val_acc": _pct(m.get("best_val_acc")),
@@ -141,7 +150,9 @@ def _mean_std(values: list[float]) -> str:
 
 def _published(task: str, attention: str) -> str:
     shown = [
-        f"{p.accuracy[task]:.2f} ({p.source.split()[0].rstrip(',')})" for p in PUBLISHED if p.attention == attention and task in p.accuracy
+        f"{p.accuracy[task]:.2f} ({p.source.split()[0].rstrip(',')})"
+        for p in PUBLISHED
+        if p.attention == attention and task in p.accuracy
     ]
     return ", ".join(shown) or "–"
 

@@ -33,12 +33,11 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OVERRIDES = ("task=listops", "experiment=quick")
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+def composed_config(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
+        return compose("config", overrides=overrides)
 
 
 def make_config(args: argparse.Namespace):
@@ -53,7 +52,7 @@ def make_config(args: argparse.Namespace):
         "test=false",
         *args.overrides,
     ]
-    return compose(overrides)
+    return composed_config(overrides)
 
 
 def _sync(device: torch.device) -> None:

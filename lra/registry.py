@@ -39,6 +39,12 @@ def attention_names() -> list[str]:
     return sorted(p.stem for p in CONF.glob("*.yaml"))
 
 
+def task_names() -> list[str]:
+    """Every task config (``conf/task/*.yaml``), in file-name order: a new task is its yaml and its
+    data module."""
+    return _group_names("task")
+
+
 def attention_config(name: str) -> DictConfig:
     """The config of ``name`` (a copy: callers may change it)."""
     return _load(name).copy()
@@ -104,6 +110,23 @@ def benchmark_overrides(name: str, landmarks: int | None = None) -> dict:
     if landmarks is not None and has_knob(name, "num_landmarks"):
         out["num_landmarks"] = landmarks
     return out
+
+
+# Knobs that count positions, keys or features (a window, a block, a bucket, a projected length,
+# landmarks, random features): what decides which code path a short sequence takes.
+SIZE_KNOBS = ("num_landmarks", "proj_len", "num_features", "window", "block_size", "bucket_size")
+
+
+def small_overrides(name: str, size: int = 16) -> dict:
+    """The variant's size knobs (:data:`SIZE_KNOBS`) capped at ``size``, so that tests on a few hundred
+    tokens reach its blocked, windowed, bucketed or approximate paths instead of one dense block. A
+    variant without such knobs, or with knobs of other names, runs at its configured values: still
+    tested, without an entry anywhere."""
+    return {
+        key: size
+        for key, value in knobs(name).items()
+        if key in SIZE_KNOBS and isinstance(value, int) and not isinstance(value, bool) and value > size
+    }
 
 
 # -- what a recorded run config may build --------------------------------------------------------------

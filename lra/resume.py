@@ -31,13 +31,18 @@ from lra.module import RUN_IDENTITY_KEY
 MAX_LISTED = 4
 
 
-# Keys that change how a run computes, not what: a checkpoint resumes across them (and checkpoints
-# written before such a key existed still resume). Paths are not compared either: the data's content
-# fingerprint is, so a moved data folder resumes and other data under the same path does not.
+# Attention knobs that change how a layer computes, not what: a checkpoint resumes across them (and
+# checkpoints written before such a key existed still resume), and the dashboard (lra/compare/variants.py
+# derives its entries from this tuple) does not split rows on them. Declared here only. Paths are not
+# compared either: the data's content fingerprint is, so a moved data folder resumes and other data
+# under the same path does not.
 HOW_NOT_WHAT = ("conv_impl",)
 # Settings added after runs were recorded, each with the value that does what those runs did: a
 # checkpoint or a run record without the key reads as having this value (resume checks, dashboard rows).
 ADDED_LATER = {"data.val_examples": None, "data.grey": "pil", "data.mask_black_pixels": False}
+# Settings that no longer exist (their variant was removed); what older records say about them is
+# ignored: attention.num_samples belonged to spectral shift's removed sampled normaliser.
+REMOVED_LATER = ("attention.num_samples",)
 DATA_HOW_NOT_WHAT = (
     "path",
     "generated_path",
@@ -149,6 +154,8 @@ def differences(saved: dict, current: dict) -> list[str]:
     for key, value in ADDED_LATER.items():
         if key in b and key not in a and key.split(".")[0] in saved:
             a[key] = json.dumps(value)
+    for key in REMOVED_LATER:
+        a.pop(key, None)
     keys = sorted(set(a) | set(b), key=lambda k: (not k.endswith(".name"), k))
     return [f"{k}={a.get(k, '<unset>')} vs {b.get(k, '<unset>')}" for k in keys if a.get(k) != b.get(k)]
 

@@ -1,4 +1,4 @@
-"""One run, as the experiment reads: claim a run directory, compose the pieces named by the config,
+"""One run, as the experiment reads: claim a run directory, build the pieces named by the config,
 fit, test at the best checkpoint.
 
 Whatever happens, the run's ``results.json`` (:class:`lra.results.RunRecord`, its lifecycle in
@@ -54,7 +54,7 @@ from lra.results import RunRecord
 from lra.resume import check_checkpoint, check_exists, load_checkpoint, run_identity
 from lra.run_dir import claim
 
-__all__ = ["ConfigError", "RunInterrupted", "build_attention", "build_model", "train"]
+__all__ = ["ConfigError", "RunInterrupted", "attention_partial", "build_model", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def train(cfg: DictConfig, run_dir: Path, parallel_runs: int = 1) -> RunRecord:
     run_dir = Path(run_dir)
     claim(run_dir, cfg)  # before anything is written into it
     with StopSignals() as stop, recorded(cfg, run_dir, stop) as (record, experiment):
-        compose(cfg, run_dir, experiment, record, parallel_runs)
+        build_experiment(cfg, run_dir, experiment, record, parallel_runs)
         if cfg.get("train", True):
             fit(cfg, run_dir, experiment)
             stop.raise_if_requested()  # a signal at the very last step: no test after it
@@ -98,7 +98,7 @@ def check_run_mode(cfg: DictConfig) -> None:
 # -- the pieces a run is made of -------------------------------------------------------------------------
 @dataclass
 class Experiment:
-    """What :func:`compose` built; :func:`fit` and :func:`test` use it, :func:`recorded` reads it."""
+    """What :func:`build_experiment` built; :func:`fit` and :func:`test` use it, :func:`recorded` reads it."""
 
     datamodule: pl.LightningDataModule | None = None
     module: LRAModule | None = None
@@ -112,14 +112,15 @@ class Experiment:
         return list(self.trainer.callbacks) if self.trainer is not None else []
 
 
-def build_attention(cfg_attention: DictConfig) -> partial:
-    """The attention partial: every key but ``name`` is a knob of the variant."""
+def attention_partial(cfg_attention: DictConfig) -> partial:
+    """The attention partial the model calls once per block with the shape arguments (unlike
+    :func:`lra.registry.build_attention`, which builds one module): every key but ``name`` is a knob."""
     knobs = {k: v for k, v in cfg_attention.items() if k != "name"}
     return instantiate(OmegaConf.create(knobs), _partial_=True)
 
 
 def build_model(cfg: DictConfig):
-    return instantiate_checked(cfg.model, "model", attention=build_attention(cfg.attention))
+    return instantiate_checked(cfg.model, "model", attention=attention_partial(cfg.attention))
 
 
 def build_data(cfg: DictConfig, workers: int) -> pl.LightningDataModule:
@@ -174,8 +175,8 @@ def compute_plan(cfg: DictConfig, parallel_runs: int = 1, threads: int | None = 
     )
 
 
-# -- compose -> fit -> test -------------------------------------------------------------------------------
-def compose(
+# -- build -> fit -> test ---------------------------------------------------------------------------------
+def build_experiment(
     cfg: DictConfig, run_dir: Path, experiment: Experiment, record: RunRecord, parallel_runs: int = 1
 ):
     """Check the config, then build data, model, callbacks, loggers and trainer from it; check and

@@ -5,7 +5,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from attention._dropout import Dropout
+from attention.dropout import Dropout
 
 
 class _SplitHeads(torch.autograd.Function):

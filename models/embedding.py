@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attention._dropout import Dropout
+from attention.dropout import Dropout
 
 
 def init_embedding(table: nn.Embedding, std: float | None) -> None:

@@ -28,19 +28,25 @@ for _k, _v in OFFLINE_ENV.items():
 torch.set_num_threads(int(os.environ.get("LRA_TEST_THREADS", "1")))
 
 
+# A tiny ListOps set made by the real generator (seconds), shared by every test that trains on one.
+TINY_LISTOPS_DATA = (
+    "data.generate.num_train=96",
+    "data.generate.num_val=40",
+    "data.generate.num_test=40",
+    "data.generate.min_length=10",
+    "data.generate.max_length=120",
+    "data.generate.max_depth=5",
+    "data.workers=1",
+)
+
+
 def tiny_listops(data_dir: Path) -> list[str]:
     """Overrides for a seconds-long ListOps run on a tiny generated set (the real generator and loader)."""
     return [
         "task=listops",
         "experiment=quick",
         f"data_dir={data_dir}",
-        "data.generate.num_train=96",
-        "data.generate.num_val=40",
-        "data.generate.num_test=40",
-        "data.generate.min_length=10",
-        "data.generate.max_length=120",
-        "data.generate.max_depth=5",
-        "data.workers=1",
+        *TINY_LISTOPS_DATA,
         "data.batch_size=16",
         "model.max_len=128",
         "trainer.max_steps=8",

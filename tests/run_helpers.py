@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -65,6 +66,16 @@ def train_here(run_dir: Path, *overrides: str) -> dict:
     from lra.train import train
 
     return train(compose_run("trainer.enable_progress_bar=false", *overrides), Path(run_dir))
+
+
+def trained_reference(
+    base: Path, overrides_for: Callable[[Path], list[str]], name: str
+) -> tuple[Path, list[str]]:
+    """A run trained in ``base / name`` on the overrides ``overrides_for(base / "data")`` (the run the
+    tests compare theirs with), and those overrides."""
+    args = overrides_for(base / "data")
+    train_here(base / name, *args)
+    return base / name, args
 
 
 def read_record(run_dir: Path) -> dict:

@@ -11,7 +11,7 @@ import torch
 
 from attention.performer import PerformerAttention
 from lra.callbacks import AttentionDiagnostics
-from lra.registry import attention_names
+from lra.registry import attention_names, small_overrides
 from tests.conftest import run_cli
 
 
@@ -64,13 +64,12 @@ def test_every_attention_predicts_the_same_at_any_eval_batch_size(tmp_path):
     dm = generated_listops(tmp_path, max_len=300, num_test=48)
     lengths = [dm.splits["test"].num_tokens(i) for i in range(len(dm.splits["test"].labels))]
     assert max(lengths) > 64 > min(lengths)  # blocks, windows and buckets really differ with padding
-    small = {"local": ["attention.window=16"], "bigbird": ["attention.block_size=16"]}
-    small |= {"reformer": ["attention.bucket_size=16"], "linformer": ["attention.proj_len=32"]}
     for name in attention_names():
+        # Blocks, windows, buckets, landmarks and features of at most 16 (the registry's size knobs):
+        # every variant's blocked, windowed or approximate path runs at these lengths.
+        small = [f"attention.{key}={value}" for key, value in small_overrides(name).items()]
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-            cfg = compose(
-                "config", [f"attention={name}", "model.max_len=300", "model.dropout=0", *small.get(name, [])]
-            )
+            cfg = compose("config", [f"attention={name}", "model.max_len=300", "model.dropout=0", *small])
         torch.manual_seed(0)
         model = build_model(cfg).eval()
 

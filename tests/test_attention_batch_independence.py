@@ -15,6 +15,7 @@ import torch
 
 from attention.nystrom import NystromAttention
 from attention.spectral_shift import FORMS, SpectralShiftAttention
+from tests.test_attention_spectral_shift import ESTIMATOR_KNOBS
 
 M = 8
 VARIANTS = [
@@ -23,14 +24,7 @@ VARIANTS = [
     pytest.param(partial(NystromAttention, conv_kernel=0, pinv="exact"), id="nystrom-exact-pinv"),
 ]
 for _form in FORMS:
-    for _knobs in (
-        {"delta": "trace", "normaliser": "free"},
-        {"delta": "trace", "normaliser": "moments"},
-        {"delta": "trace", "normaliser": "sampled", "num_samples": 16},
-        {"delta": "landmark"},
-        {"delta": "learned"},
-        {"delta": "fixed", "fixed_delta": 0.2},
-    ):
+    for _knobs in ESTIMATOR_KNOBS:
         VARIANTS.append(
             pytest.param(
                 partial(SpectralShiftAttention, form=_form, rank=2, conv_kernel=5, **_knobs),

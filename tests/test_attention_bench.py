@@ -23,13 +23,13 @@ def test_fidelity_smoke(tmp_path, capsys):
         "--out",
         str(tmp_path),
         "--settings",
-        "ss-core-trace-free,ss-sketch-landmark",
+        "ss-core-trace-free,ss-diagonal-trace-free",
     ]
     assert bench_main(argv) == 0
     record = json.loads((tmp_path / "fidelity.json").read_text())
     assert (tmp_path / "fidelity.png").stat().st_size > 0
     settings = {r["setting"] for r in record["rows"]}
-    assert settings == {"nystrom", "ss-core-trace-free", "ss-sketch-landmark"}
+    assert settings == {"nystrom", "ss-core-trace-free", "ss-diagonal-trace-free"}
     assert len(record["rows"]) == len(REGIMES) * 2 * 2 * 3  # regimes x temperatures x lengths x settings
     assert all(r["ratio"] == 1.0 for r in record["rows"] if r["setting"] == "nystrom")
     assert "| self |" in capsys.readouterr().out
@@ -78,6 +78,23 @@ def test_step_times_variants_with_their_own_overrides(tmp_path):
         a - b for a, b in zip(variant["time_samples_s"], rows["nystrom"]["time_samples_s"], strict=True)
     ]
     assert variant["difference_s"] == pytest.approx(sum(paired) / 2)  # the median of two pairs
+
+
+def test_step_times_every_attention_of_the_registry_by_default():
+    from lra.bench import step
+    from lra.registry import attention_names
+
+    assert step.parse_args([]).attentions == attention_names()
+
+
+def test_both_benchmarks_time_with_one_timer():
+    """Efficiency and step share lra/bench/timing.py's timer: the same clock for a layer and a step."""
+    import time
+
+    from lra.bench import step, timing
+
+    assert efficiency.timer is step.timer is timing.timer
+    assert timing.timer("cpu")(lambda: time.sleep(0.01)) >= 0.01
 
 
 def test_step_variant_errors_name_the_knob():

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import pytest
 from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf
 
-from lra.registry import attention_names
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "attention"
+from lra.registry import attention_config, attention_names
 
 
 def class_knobs(cls) -> dict:
@@ -29,7 +25,7 @@ def class_knobs(cls) -> dict:
 
 @pytest.mark.parametrize("name", attention_names())
 def test_config_instantiates_with_class_defaults(name):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    cfg = attention_config(name)
     cls = get_class(cfg._target_)
     assert cfg.name == name and cfg._partial_ is True
     knobs = {k: v for k, v in cfg.items() if k not in ("_target_", "_partial_", "name")}

@@ -2,7 +2,8 @@
 skyformer), each against a direct float64 reimplementation of its own definition, written here per
 sequence and head with dense n x n matrices and Python loops (small n, ragged lengths, padding); and
 alone-vs-batched checks at settings small enough to exercise the blocked / sorted / sampled paths
-that the registry-wide contract test (tests/test_attention_contract.py) does not reach at its lengths.
+that the registry-wide contract test (tests/test_attention_contract.py) does not reach at its lengths:
+hand-picked settings of each, and every registry config with its size knobs small.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from attention.local import LocalAttention
 from attention.performer import PerformerAttention, orthogonal_random_features
 from attention.reformer import SELF_LOGIT, ReformerAttention, rotations
 from attention.skyformer import SkyformerAttention
+from lra.registry import attention_names, benchmark_overrides, build_attention, small_overrides
 from tests.attention_helpers import assert_padding_never_reaches_real_outputs, lengths_mask
 
 H, D = 2, 8
@@ -402,6 +404,20 @@ SMALL = [
     pytest.param(
         lambda: SkyformerAttention(H, D, num_landmarks=10, landmarks="segments"), id="skyformer-segments"
     ),
+]
+
+
+# And every config of the registry (conf/attention/), its size knobs at most 16 (lra.registry's
+# small_overrides: blocks, windows, buckets, landmarks, features): a new attention gets these checks at
+# settings that reach its blocked or approximate paths, without an entry here.
+SMALL += [
+    pytest.param(
+        lambda name=name: build_attention(
+            name, H, D, max_len=128, **benchmark_overrides(name), **small_overrides(name)
+        ),
+        id=f"registry-{name}",
+    )
+    for name in attention_names()
 ]
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lra.bench import efficiency
+from lra.registry import attention_names, has_knob
 
 
 def test_default_devices_and_variants_run_on_the_cpu(tmp_path, monkeypatch):
@@ -21,7 +22,8 @@ def test_default_devices_and_variants_run_on_the_cpu(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "efficiency.json").read_text())
     assert list(record["results"]) == ["cpu"]
     timed = {row["variant"] for row in record["results"]["cpu"] if "time_s" in row}
-    assert {"softmax", "nystrom", "spectral_shift", "nystrom:conv_kernel=0"} <= timed
+    names = attention_names()  # every config of the registry, and each without its conv skip
+    assert {*names, *(f"{n}:conv_kernel=0" for n in names if has_knob(n, "conv_kernel"))} <= timed
     assert not any(v.endswith("conv_impl=native") for v in timed)  # a GPU-only row
 
 
@@ -41,3 +43,14 @@ def test_default_variants_follow_the_detected_devices(tmp_path, monkeypatch, cud
     with pytest.raises(Stop):
         efficiency.main(["--no-memory", "--out", str(tmp_path)])
     assert seen == [cuda]
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_default_variants_are_the_registry(cuda):
+    """Every attention config is a default row, on every device: a new attention's yaml adds it."""
+    variants = efficiency.default_variants(cuda=cuda)
+    assert [v for v in variants if v in attention_names()] == attention_names()
+    native = [v for v in variants if v.endswith(":conv_impl=native")]
+    assert native == (
+        [f"{n}:conv_impl=native" for n in attention_names() if has_knob(n, "conv_impl")] if cuda else []
+    )

@@ -15,6 +15,14 @@ from attention.nystrom import NystromAttention
 from attention.softmax import SoftmaxAttention
 from attention.spectral_shift import FORMS, SpectralShiftAttention
 from lra import results
+from lra.registry import (
+    attention_names,
+    benchmark_overrides,
+    build_attention,
+    has_knob,
+    parse_variant,
+    small_overrides,
+)
 from tests.conftest import run_cli
 
 pytestmark = [
@@ -88,10 +96,11 @@ def test_efficiency_bench_times_with_cuda_events_and_measures_cuda_memory(tmp_pa
     from lra.bench import efficiency
 
     argv = ["--lengths", "256,512", "--batch", "2", "--reps", "2", "--devices", "cuda"]
-    argv += ["--variants", "softmax,nystrom,spectral_shift", "--out", str(tmp_path)]
+    argv += ["--variants", ",".join(attention_names()), "--out", str(tmp_path)]
     assert efficiency.main(argv) == 0
     rows = json.loads((tmp_path / "efficiency.json").read_text())["results"]["cuda"]
-    assert rows and all(r["time_s"] > 0 for r in rows)
+    assert {r["variant"] for r in rows} == set(attention_names())
+    assert all(r["time_s"] > 0 for r in rows)
     assert all(r["method"] == "cuda_max_memory_allocated" and r["peak_bytes"] > 0 for r in rows)
 
 
@@ -105,24 +114,21 @@ def test_run_on_the_gpu_records_cuda_memory_and_speed(tmp_path, listops_args):
     assert record["train_steps_per_s"] > 0 and record["compute"]["workers"] >= 0
 
 
-ARENA = ["linformer", "performer", "linear", "local", "bigbird", "reformer", "skyformer"]
-ARENA_SMALL = {  # small blocks, windows and buckets so that every path runs at n = 300
-    "linformer": {"proj_len": 32},
-    "performer": {"num_features": 64},
-    "linear": {},
-    "local": {"window": 16, "num_global": 2},
-    "bigbird": {"block_size": 16},
-    "reformer": {"bucket_size": 16},
-    "skyformer": {"num_landmarks": 32},
-}
+def registry_variants() -> list[str]:
+    """Every attention config of the registry (conf/attention/), and, where a config has the knob, its
+    conv skip as PyTorch's grouped convolution (``conv_impl=native``, the form meant for GPUs)."""
+    names = attention_names()
+    return [*names, *(f"{n}:conv_impl=native" for n in names if has_knob(n, "conv_impl"))]
 
 
-@pytest.mark.parametrize("name", ARENA)
-def test_arena_bf16_autocast_and_cpu_agreement_on_cuda(name):
-    from lra.registry import benchmark_overrides, build_attention
-
+@pytest.mark.parametrize("variant", registry_variants())
+def test_every_attention_bf16_autocast_and_cpu_agreement_on_cuda(variant):
+    """Every registry variant, with its size knobs small (``small_overrides``: blocks, windows, buckets,
+    landmarks, features) so that every path runs at n = 300."""
+    name, _ = parse_variant(variant)
     torch.manual_seed(0)
-    attn = build_attention(name, 2, 32, max_len=512, **benchmark_overrides(name), **ARENA_SMALL[name]).cuda()
+    small = {**benchmark_overrides(name), **small_overrides(name)}
+    attn = build_attention(variant, 2, 32, max_len=512, **small).cuda()
     q, k, v = qkv()
     mask = torch.arange(300, device="cuda")[None, :] < torch.tensor([300, 200, 20], device="cuda")[:, None]
     with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -142,24 +148,23 @@ def test_arena_bf16_autocast_and_cpu_agreement_on_cuda(name):
     torch.testing.assert_close(gpu.cpu()[real], cpu[real], rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("form", ["core", "sketch", "projection"])
-def test_band_check_runs_without_a_device_sync(form):
-    """The band check runs on every forward of a scalar form: nothing in it may wait for the device
-    (a host-to-device copy of the candidate fractions did)."""
-    from attention._delta import softmax_rows
+def test_band_check_runs_without_a_device_sync():
+    """The band check runs on every forward of the scalar (``core``) form: nothing in it may wait for
+    the device (a host-to-device copy of the candidate fractions did)."""
     from attention._landmarks import nystrom_factors
     from attention._pinv import newton_schulz_pinv
-    from attention._shift_check import checked_delta
+    from attention.spectral_shift.band_check import checked_delta
+    from attention.spectral_shift.delta import softmax_rows
 
     q, k, v = (t.detach() for t in qkv(n=700))
     mask = torch.arange(700, device="cuda")[None, :] < torch.tensor([700, 500, 90], device="cuda")[:, None]
     f = nystrom_factors(q, k, v, mask, 32, keep_logits=True)
-    rows = softmax_rows(f, "free", 0, 16)
+    rows = softmax_rows(f, "free", 16)
     delta = torch.full((3, 2), 0.3, device="cuda")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        checked = checked_delta(f, delta, rows, form, lambda a: newton_schulz_pinv(a, 6), 16)
+        checked = checked_delta(f, delta, rows, lambda a: newton_schulz_pinv(a, 6), 16)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert checked.shape == (3, 2) and bool(((checked <= 0.3) & (checked >= 0)).all())

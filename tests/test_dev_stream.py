@@ -75,5 +75,7 @@ def test_a_checkpoint_from_before_the_setting_existed_resumes_with_its_default(t
     torch.save(ckpt, old)
     with pytest.raises(PipelineConfigError, match="data.val_examples=null vs 24"):
         train_here(tmp_path / "b", *args, "data.val_examples=24", f"ckpt_path={old}")
-    train_here(tmp_path / "c", *args, "trainer.max_steps=12", f"optim.total_steps={STEPS}", f"ckpt_path={old}")
+    train_here(
+        tmp_path / "c", *args, "trainer.max_steps=12", f"optim.total_steps={STEPS}", f"ckpt_path={old}"
+    )
     assert read_record(tmp_path / "c")["global_step"] == 12

@@ -454,60 +454,9 @@ def shortened_module_args(cmd: Command, ws: Workspace) -> list[str] | str:
     if not CUDA and ("cuda" in args or "--devices" in args and "cuda" in args[args.index("--devices") + 1]):
         return "needs a CUDA GPU"
     if module == "lra.compare":
-        ws.any_run()
-        if "--bench" in args:
-            ensure_bench_json(ws)
-        # Inputs the docs name but this workspace lacks (another machine's folders) become its runs.
-        words, out = expand_globs(args, ws.root), []
-        for prev, word in zip(["", *words[:-1]], words, strict=True):
-            keep = word.startswith("-") or prev == "--out" or (ws.root / word).exists()
-            out.append(word if keep else "outputs/runs")
-        return out
+        return compare_args(args, ws)
     if module == "lra.bench":
-        sub = args[0]
-        for i, word in enumerate(args):
-            if PLACEHOLDER.search(word):
-                assert args[i - 1] == "--checkpoint", f"{cmd.id}: a placeholder this test cannot fill"
-                args[i] = ws.checkpoint_for(word, ["task=listops", "attention=nystrom"])
-        small = {
-            "fidelity": ["--lengths", "128", "--landmarks", "16", "--temperatures", "1", "--dim", "16"],
-            "efficiency": [
-                "--lengths",
-                "128",
-                "--batch",
-                "1",
-                "--landmarks",
-                "16",
-                "--reps",
-                "1",
-                "--warmup",
-                "0",
-            ],
-            "step": [
-                "--reps",
-                "1",
-                "--warmup",
-                "1",
-                "--set",
-                "model.max_len=96",
-                "--set",
-                "data.batch_size=2",
-            ],
-        }[sub]
-        if sub == "fidelity" and "--settings" not in args:
-            small += ["--settings", "nystrom,spectral_shift"]
-        if sub == "fidelity" and "--regimes" in args and args[args.index("--regimes") + 1] == "none":
-            small = [w for w in small if w not in ("--lengths", "128")]
-        if sub in ("efficiency", "step"):
-            small += ["--no-memory", "--threads", "1"]
-        if sub == "step":
-            small += [
-                "--no-flops",
-                "--set",
-                f"data_dir={ws.root / 'data'}",
-                *[f"--set={o}" for o in ws.tiny[2:]],
-            ]
-        return [*args, *small]
+        return bench_args(cmd, args, ws)
     if module == "lra.overhead":
         flags = [w for w in args if not ("=" in w and not w.startswith("-"))]
         hydra = [w for w in args if "=" in w and not w.startswith("-")]
@@ -526,6 +475,44 @@ def shortened_module_args(cmd: Command, ws: Workspace) -> list[str] | str:
         words = [str(ws.any_run()) if PLACEHOLDER.search(w) else w for w in args]
         return [*words, "--ledger", str(ledger)]
     raise AssertionError(module)
+
+
+def compare_args(args: list[str], ws: Workspace) -> list[str]:
+    ws.any_run()
+    if "--bench" in args:
+        ensure_bench_json(ws)
+    # Inputs the docs name but this workspace lacks (another machine's folders) become its runs.
+    words, out = expand_globs(args, ws.root), []
+    for prev, word in zip(["", *words[:-1]], words, strict=True):
+        keep = word.startswith("-") or prev == "--out" or (ws.root / word).exists()
+        out.append(word if keep else "outputs/runs")
+    return out
+
+
+# What each ``lra.bench`` command gets added here to stay small.
+SMALL_BENCH = {
+    "fidelity": "--lengths 128 --landmarks 16 --temperatures 1 --dim 16".split(),
+    "efficiency": "--lengths 128 --batch 1 --landmarks 16 --reps 1 --warmup 0".split(),
+    "step": "--reps 1 --warmup 1 --set model.max_len=96 --set data.batch_size=2".split(),
+}
+
+
+def bench_args(cmd: Command, args: list[str], ws: Workspace) -> list[str]:
+    sub = args[0]
+    for i, word in enumerate(args):
+        if PLACEHOLDER.search(word):
+            assert args[i - 1] == "--checkpoint", f"{cmd.id}: a placeholder this test cannot fill"
+            args[i] = ws.checkpoint_for(word, ["task=listops", "attention=nystrom"])
+    small = list(SMALL_BENCH[sub])
+    if sub == "fidelity" and "--settings" not in args:
+        small += ["--settings", "nystrom,spectral_shift"]
+    if sub == "fidelity" and "--regimes" in args and args[args.index("--regimes") + 1] == "none":
+        small = [w for w in small if w not in ("--lengths", "128")]
+    if sub in ("efficiency", "step"):
+        small += ["--no-memory", "--threads", "1"]
+    if sub == "step":
+        small += ["--no-flops", "--set", f"data_dir={ws.root / 'data'}", *[f"--set={o}" for o in ws.tiny[2:]]]
+    return [*args, *small]
 
 
 def ensure_bench_json(ws: Workspace) -> None:

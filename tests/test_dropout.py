@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attention._dropout import Dropout, dropout
+from attention.dropout import Dropout, dropout
 
 
 def test_keeps_each_element_with_probability_one_minus_p_and_rescales():
@@ -71,7 +71,7 @@ def test_bad_probability_is_refused():
 def test_mask_lanes_are_unbiased_and_independent():
     """Four mask elements share one 64-bit draw: each must still be dropped with probability p,
     independently of the other three (and at lengths that are not a multiple of four)."""
-    from attention._dropout import keep_mask
+    from attention.dropout import keep_mask
 
     torch.manual_seed(2)
     lanes = keep_mask((2_000_000,), 0.1, "cpu").view(-1, 4).float()

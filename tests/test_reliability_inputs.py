@@ -410,14 +410,10 @@ def _write_csv(run_dir: Path, content: bytes) -> Path:
     return path
 
 
-def test_hostile_run_folders_cost_a_warning_never_the_dashboard(tmp_path, capsys):
-    """Each of these alone used to stop ``python -m lra.compare`` with a traceback (or hang it); now
-    the bad file (or row) is skipped with one warning line naming it, and the rest is drawn."""
-    from lra.compare.collect import read_curves
+def _hostile_metrics_logs(root: Path) -> tuple[tuple[Path, Path], ...]:
+    """(run dir, metrics.csv) of three runs with hostile metrics logs."""
     from tests.test_compare import write_run
 
-    root = tmp_path / "outputs"
-    good = write_run(root, "listops", "softmax", 0, 0.30)
     header = b"epoch,step,train/loss,val/acc\n"
     # Metrics logs: bytes that are not UTF-8; steps and values that are no finite number; a long log
     # with a NUL byte and a line over the size limit in it.
@@ -431,8 +427,15 @@ def test_hostile_run_folders_cost_a_warning_never_the_dashboard(tmp_path, capsys
     rows = b"".join(b"0,%d,%f,\n" % (i, 1 / (i + 1)) for i in range(20000))
     tail = b"0,20001,1.0\x00,\n0,20002," + b"9" * (2**20 + 10) + b",\n0,20004,0.5,0.9\n"
     long_csv = _write_csv(long, header + rows + tail)
-    # results.json: numbers beyond float, nesting deeper than anything sensible, junk where a
-    # mapping is expected, a directory of that name, a FIFO where the log would be.
+    return (latin, latin_csv), (infinite, infinite_csv), (long, long_csv)
+
+
+def _hostile_records(root: Path) -> tuple[Path, dict[int, Path]]:
+    """results.json: numbers beyond float, nesting deeper than anything sensible, junk where a
+    mapping is expected, a directory of that name, a FIFO where the log would be. Returns the run
+    with huge numbers and those nested (by depth)."""
+    from tests.test_compare import write_run
+
     huge = write_run(root, "listops", "softmax", 5, 0.35)
     record = json.loads((huge / "results.json").read_text())
     record.update(global_step=int("9" * 4000), train_steps_per_s=1e308, peak_memory_bytes=int("1" * 400))
@@ -450,7 +453,12 @@ def test_hostile_run_folders_cost_a_warning_never_the_dashboard(tmp_path, capsys
     fifo = write_run(root, "listops", "softmax", 7, 0.37)
     (fifo / "csv" / "version_1").mkdir()
     os.mkfifo(fifo / "csv" / "version_1" / "metrics.csv")
-    # Hydra configs: an alias bomb (a few lines, millions of nodes), keys of mixed types, a list.
+    return huge, deep
+
+
+def _hostile_configs_and_links(root: Path, outside: Path) -> Path:
+    """Hydra configs: an alias bomb (a few lines, millions of nodes), keys of mixed types, a list; links
+    out of the run directory (to files in ``outside``) and among runs. Returns the linking run."""
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True)
     )
@@ -461,7 +469,6 @@ def test_hostile_run_folders_cost_a_warning_never_the_dashboard(tmp_path, capsys
     )
     _crashed_run(root / "listed", "- 1\n- 2\n")
     # Links out of the run directory: files that are not the run's to show.
-    outside = tmp_path / "elsewhere"
     outside.mkdir()
     (outside / "secret.yaml").write_text("model:\n  api_key: hunter2-secret\n")
     (outside / "metrics.csv").write_text("step,val/acc\n1,0.123456789\n")
@@ -470,15 +477,29 @@ def test_hostile_run_folders_cost_a_warning_never_the_dashboard(tmp_path, capsys
     (linked / ".hydra" / "config.yaml").symlink_to(outside / "secret.yaml")
     (linked / "csv" / "version_0").mkdir(parents=True)
     (linked / "csv" / "version_0" / "metrics.csv").symlink_to(outside / "metrics.csv")
+    # A symbolic-link loop among the runs.
+    (root / "loop").symlink_to(root / "loop")
+    (root / "ping").symlink_to(root / "pong")
+    (root / "pong").symlink_to(root / "ping")
+    return linked
+
+
+def test_hostile_run_folders_cost_a_warning_never_the_dashboard(tmp_path, capsys):
+    """Each of these alone used to stop ``python -m lra.compare`` with a traceback (or hang it); now
+    the bad file (or row) is skipped with one warning line naming it, and the rest is drawn."""
+    from lra.compare.collect import read_curves
+    from tests.test_compare import parse_tables, write_run
+
+    root = tmp_path / "outputs"
+    good = write_run(root, "listops", "softmax", 0, 0.30)
+    (latin, latin_csv), (infinite, infinite_csv), (long, long_csv) = _hostile_metrics_logs(root)
+    huge, deep = _hostile_records(root)
+    linked = _hostile_configs_and_links(root, tmp_path / "elsewhere")
     # Two speeds whose mean is beyond float.
     for run_dir in (huge, infinite):
         record = json.loads((run_dir / "results.json").read_text())
         record["train_steps_per_s"] = 1.5e308
         (run_dir / "results.json").write_text(json.dumps(record))
-    # A symbolic-link loop among the runs.
-    (root / "loop").symlink_to(root / "loop")
-    (root / "ping").symlink_to(root / "pong")
-    (root / "pong").symlink_to(root / "ping")
 
     html, markdown, err = _dashboard(root, tmp_path / "compare", capsys)
     warnings = err.strip().splitlines()
@@ -494,8 +515,6 @@ def test_hostile_run_folders_cost_a_warning_never_the_dashboard(tmp_path, capsys
     long_curves = read_curves(long)
     assert len(long_curves["train/loss"]) == 20001 and long_curves["val/acc"] == [(20004, 0.9)]
     assert read_curves(good)["val/acc"] == [(49, 0.2), (99, 0.31)]
-    from tests.test_compare import parse_tables
-
     tables = parse_tables(html)
     errors = {cells[-2]: cells[-1] for _, cells in tables["runs-table"][1:]}
     assert "nested deeper" in next(e for d, e in errors.items() if d.startswith(deep[100].name))

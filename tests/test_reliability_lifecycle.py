@@ -24,7 +24,7 @@ from lra.interrupts import Stopped, StopSignals
 from lra.train import RunInterrupted
 from tests.conftest import OFFLINE_ENV, REPO
 from tests.fault_injection import install
-from tests.run_helpers import read_record, train_here
+from tests.run_helpers import read_record, train_here, trained_reference
 from tests.test_reliability_kill_resume import learnable_listops
 
 SAME = ("global_step", "best_val_acc", "best_step", "test_acc")
@@ -33,10 +33,7 @@ CURVES = ("val/acc", "val/loss", "train/loss", "trainer/lr")
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, list[str]]:
-    base = tmp_path_factory.mktemp("lifecycle")
-    args = learnable_listops(base / "data")
-    train_here(base / "reference", *args)
-    return base / "reference", args
+    return trained_reference(tmp_path_factory.mktemp("lifecycle"), learnable_listops, "reference")
 
 
 @pytest.fixture(autouse=True)
@@ -245,14 +242,6 @@ def test_a_crafted_best_path_is_never_copied(reference, tmp_path):
     assert not [p for p in tmp_path.rglob("id_rsa") if p != secret]
 
 
-def test_a_run_moved_away_and_resumed_under_its_old_name(reference, tmp_path):
-    ref, args = reference
-    train_here(tmp_path / "a", *args, "trainer.max_steps=18")
-    (tmp_path / "a").rename(tmp_path / "old")
-    train_here(tmp_path / "a", *args, f"ckpt_path={tmp_path / 'old/checkpoints/last.ckpt'}")
-    assert same(tmp_path / "a", ref)
-
-
 def test_a_link_to_a_moved_checkpoint_finds_its_best(reference, tmp_path):
     ref, args = reference
     train_here(tmp_path / "a", *args, "trainer.max_steps=18")
@@ -281,13 +270,16 @@ def test_a_missing_or_damaged_best_checkpoint_is_refused_before_training(
     assert read_record(tmp_path / "b")["global_step"] == 0
 
 
-def test_a_moved_run_directory_resumes(reference, tmp_path):
+@pytest.mark.parametrize("resumed_in", ["b", "a"], ids=["new-folder", "old-name"])
+def test_a_moved_run_directory_resumes(reference, tmp_path, resumed_in):
+    """Run ``a`` moved away, then resumed in a new folder or under its old name."""
     ref, args = reference
     train_here(tmp_path / "a", *args, "trainer.max_steps=18")
     (tmp_path / "a").rename(tmp_path / "moved")
-    train_here(tmp_path / "b", *args, f"ckpt_path={tmp_path / 'moved' / 'checkpoints' / 'last.ckpt'}")
-    assert same(tmp_path / "b", ref)
-    assert Path(read_record(tmp_path / "b")["tested_checkpoint"]).parent == tmp_path / "b" / "checkpoints"
+    resumed = tmp_path / resumed_in
+    train_here(resumed, *args, f"ckpt_path={tmp_path / 'moved' / 'checkpoints' / 'last.ckpt'}")
+    assert same(resumed, ref)
+    assert Path(read_record(resumed)["tested_checkpoint"]).parent == resumed / "checkpoints"
 
 
 # -- the three uses of a checkpoint ------------------------------------------------------------------

@@ -10,7 +10,14 @@ import torch
 
 from lra.errors import CheckpointError, ConfigError
 from tests.conftest import run_cli
-from tests.run_helpers import read_record, resume_args, run_killed_at, train_here, train_losses
+from tests.run_helpers import (
+    read_record,
+    resume_args,
+    run_killed_at,
+    train_here,
+    train_losses,
+    trained_reference,
+)
 
 SAME = ("best_val_acc", "best_step", "test_acc")
 
@@ -18,10 +25,7 @@ SAME = ("best_val_acc", "best_step", "test_acc")
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> tuple[Path, list[str]]:
     """The reference: 24 steps in one go (softmax)."""
-    base = tmp_path_factory.mktemp("resume")
-    args = resume_args(base / "data")
-    train_here(base / "full", *args)
-    return base / "full", args
+    return trained_reference(tmp_path_factory.mktemp("resume"), resume_args, "full")
 
 
 def assert_same_run(resumed: Path, full: Path, from_step: int) -> None:

@@ -63,7 +63,9 @@ def test_padded_mean_is_the_published_codes_mean_over_the_fixed_length():
     torch.testing.assert_close(padded_mean(short, full_mask[:2, :8], max_len), reference[:2])
     # Its vector is the real tokens' mean scaled by length / max_len.
     scale = torch.tensor(lengths, dtype=full.dtype)[:, None] / max_len
-    torch.testing.assert_close(padded_mean(full, full_mask, max_len), masked_mean(full, full_mask, max_len) * scale)
+    torch.testing.assert_close(
+        padded_mean(full, full_mask, max_len), masked_mean(full, full_mask, max_len) * scale
+    )
 
 
 def tiny_model(**kw):

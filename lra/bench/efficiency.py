@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ from torch import nn
 
 from attention.reference import dense_softmax_attention
 from lra.bench.packages import PACKAGES, available, build_package
+from lra.bench.timing import peak_bytes, timer, worker_env
 from lra.registry import (
     attention_names,
     benchmark_overrides,
@@ -99,34 +99,13 @@ def step(module, q, k, v, grad) -> None:
 # -- time ----------------------------------------------------------------------------------------
 
 
-def _timer(device: str):
-    if device == "cuda":
-
-        def timed(fn):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end) / 1000.0
-
-    else:
-
-        def timed(fn):
-            t0 = time.perf_counter()
-            fn()
-            return time.perf_counter() - t0
-
-    return timed
-
-
 def time_length(variants, n, args, device) -> dict[str, list[float]]:
     """Interleaved, repeated forward+backward times (seconds) of every variant at length ``n``."""
     q, k, v, grad = make_inputs(args.batch, args.heads, n, args.head_dim, device)
     modules = {
         name: build(name, args.heads, args.head_dim, args.landmarks, n).to(device) for name in variants
     }
-    timed = _timer(device)
+    timed = timer(device)
     for module in modules.values():  # warm-up: lazy initialisation, allocator caches
         for _ in range(args.warmup):
             step(module, q, k, v, grad)
@@ -145,7 +124,7 @@ def time_length_isolated(variants, n, args) -> dict[str, list[float]]:
     next length's (a long CPU run otherwise grows its RSS through allocator fragmentation)."""
     cmd = [sys.executable, "-m", "lra.bench.efficiency", "--time-worker", str(n), *_shape_flags(args)]
     cmd += [f"--variants={','.join(variants)}", f"--reps={args.reps}", f"--warmup={args.warmup}"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=_worker_env(), timeout=args.worker_timeout)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(), timeout=args.worker_timeout)
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["failed"]
         print(f"  timing at n={n} failed: {tail[0]}", file=sys.stderr)
@@ -163,12 +142,6 @@ def _shape_flags(args) -> list[str]:
     ]
 
 
-def _worker_env() -> dict:
-    # A fixed mmap threshold: large blocks are mmap'd and returned to the OS when freed, so the RSS
-    # follows live tensors instead of glibc's cached heap.
-    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-
-
 def paired_ratio(samples: dict[str, list[float]], name: str, base: str) -> float | None:
     if name not in samples or base not in samples:
         return None
@@ -178,13 +151,6 @@ def paired_ratio(samples: dict[str, list[float]], name: str, base: str) -> float
 # -- memory --------------------------------------------------------------------------------------
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
 def measure_memory_here(variant, n, args, device) -> dict:
     """Peak memory of one forward+backward, measured in this (fresh) process."""
     q, k, v, grad = make_inputs(args.batch, args.heads, n, args.head_dim, device)
@@ -192,25 +158,14 @@ def measure_memory_here(variant, n, args, device) -> dict:
     step(module, q, k, v, grad)  # warm-up: one-off allocations are not the layer's working memory
     for t in (q, k, v):
         t.grad = None
+    peak, reset = peak_bytes(lambda: step(module, q, k, v, grad), device)
     if device == "cuda":
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step(module, q, k, v, grad)
-        torch.cuda.synchronize()
-        return {
-            "peak_bytes": torch.cuda.max_memory_allocated() - before,
-            "method": "cuda_max_memory_allocated",
-        }
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
+        method = "cuda_max_memory_allocated"
+    elif reset:
         method = "VmHWM after clear_refs minus VmRSS before"
-    except OSError:
+    else:
         method = "ru_maxrss (not reset: an under-estimate if an earlier peak was higher)"
-    before = _status_kib("VmRSS")
-    step(module, q, k, v, grad)
-    peak = _status_kib("VmHWM")
-    return {"peak_bytes": max(peak - before, 0) * 1024, "method": method}
+    return {"peak_bytes": peak, "method": method}
 
 
 def measure_memory(variant, n, args, device) -> dict:
@@ -222,7 +177,7 @@ def measure_memory(variant, n, args, device) -> dict:
             torch.cuda.empty_cache()
             return {"peak_bytes": None, "error": "out of GPU memory"}
     cmd = [sys.executable, "-m", "lra.bench.efficiency", "--worker", f"{variant}:{n}", *_shape_flags(args)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=_worker_env(), timeout=args.worker_timeout)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(), timeout=args.worker_timeout)
     if done.returncode != 0:
         return {"peak_bytes": None, "error": done.stderr.strip().splitlines()[-1:] or ["failed"]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -295,7 +250,8 @@ def plot(results: dict, path: Path) -> None:
         for ax in axes[row]:
             ax.set_xscale("log", base=2)
             ax.grid(True, which="both", alpha=0.3)
-        axes[row][0].legend(fontsize=7)
+        if axes[row][0].get_legend_handles_labels()[0]:  # nothing timed on this device: no legend
+            axes[row][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -347,7 +303,7 @@ def skipped(variant: str, n: int, device: str, args) -> bool:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    if not args.worker:  # the memory worker keeps _worker_env's allocator, whose RSS follows live tensors
+    if not args.worker:  # the memory worker keeps worker_env's allocator, whose RSS follows live tensors
         pin_allocator()  # as run.py does: the allocator's defaults put page faults in the timings
     if args.worker:
         variant, n = args.worker.rsplit(":", 1)

@@ -189,11 +189,25 @@ def format_table(rows: list[dict], n: int, settings: list[str]) -> str:
 PLOT_SETTINGS = (
     "nystrom",
     "ss-core-trace-free",
-    "ss-core-trace-sampled",
-    "ss-projection-trace-free",
+    "ss-core-trace-moments",
     "ss-diagonal-trace-free-w16",
-    "ss-diagonal-trace-sampled-w16",
+    "ss-diagonal-trace-moments",
 )
+
+
+def plot_captured(ax, captured: list[dict], shown: list[str]) -> None:
+    """Bars of each shown setting's error per captured checkpoint layer."""
+    layers = list(dict.fromkeys(r["regime"] for r in captured))
+    width = 0.8 / max(len(shown), 1)
+    for i, s in enumerate(shown):
+        errs = [
+            next((r["error"] for r in captured if r["regime"] == lay and r["setting"] == s), 0)
+            for lay in layers
+        ]
+        ax.bar([j + i * width for j in range(len(layers))], errs, width, label=s)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))])
+    ax.set_xticklabels([lay.replace("checkpoint:", "") for lay in layers])
+    ax.set(title="checkpoint q/k/v", ylabel="relative error vs softmax")
 
 
 def plot(rows: list[dict], path: Path, n_table: int) -> None:
@@ -239,18 +253,7 @@ def plot(rows: list[dict], path: Path, n_table: int) -> None:
             ax.set_ylabel("relative error vs softmax")
             ax.grid(True, which="both", alpha=0.3)
     if captured:
-        ax = axes[0][cols - 1]
-        layers = list(dict.fromkeys(r["regime"] for r in captured))
-        width = 0.8 / max(len(shown), 1)
-        for i, s in enumerate(shown):
-            errs = [
-                next((r["error"] for r in captured if r["regime"] == lay and r["setting"] == s), 0)
-                for lay in layers
-            ]
-            ax.bar([j + i * width for j in range(len(layers))], errs, width, label=s)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))])
-        ax.set_xticklabels([lay.replace("checkpoint:", "") for lay in layers])
-        ax.set(title="checkpoint q/k/v", ylabel="relative error vs softmax")
+        plot_captured(axes[0][cols - 1], captured, shown)
         axes[1][cols - 1].axis("off")
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Approximation error against exact softmax (lower is better)")

@@ -1,7 +1,7 @@
 """Named attention settings compared by the fidelity benchmark: registry variants (``lra/registry.py``).
 
 Every attention config appears at its defaults, and spectral shift also across a grid of its knobs
-(the forms, the delta estimators, the normalisers and their window, the rank k, delta_max), so that
+(its two forms, the two normalisers and their window, the rank k, delta_max), so that
 the benchmark, not intuition, picks the defaults. The conv skip is off everywhere (it is a learned
 layer, not part of the approximation) and so is dropout; ``nystrom`` is the baseline every setting is
 judged against.
@@ -13,17 +13,7 @@ from lra.registry import attention_names, has_knob
 
 SPECTRAL_SHIFT_GRID = {
     "ss-core-trace-free": "form=core,delta=trace,normaliser=free",
-    "ss-core-trace-sampled": "form=core,delta=trace,normaliser=sampled",
     "ss-core-trace-moments": "form=core,delta=trace,normaliser=moments",
-    "ss-core-landmark": "form=core,delta=landmark",
-    "ss-sketch-trace-free": "form=sketch,delta=trace,normaliser=free",
-    "ss-sketch-trace-sampled": "form=sketch,delta=trace,normaliser=sampled",
-    "ss-sketch-trace-moments": "form=sketch,delta=trace,normaliser=moments",
-    "ss-sketch-landmark": "form=sketch,delta=landmark",
-    "ss-projection-trace-free": "form=projection,delta=trace,normaliser=free",
-    "ss-projection-trace-sampled": "form=projection,delta=trace,normaliser=sampled",
-    "ss-projection-trace-moments": "form=projection,delta=trace,normaliser=moments",
-    "ss-projection-landmark": "form=projection,delta=landmark",
     "ss-core-trace-free-w16": "form=core,delta=trace,normaliser=free,window=16",
     "ss-diagonal-trace-free": "form=diagonal,delta=trace,normaliser=free",
     "ss-diagonal-trace-free-w8": "form=diagonal,delta=trace,normaliser=free,window=8",
@@ -35,11 +25,7 @@ SPECTRAL_SHIFT_GRID = {
     "ss-diagonal-trace-moments-w4": "form=diagonal,delta=trace,normaliser=moments,window=4",
     "ss-diagonal-trace-moments-w8": "form=diagonal,delta=trace,normaliser=moments,window=8",
     "ss-diagonal-trace-moments-w32": "form=diagonal,delta=trace,normaliser=moments,window=32",
-    "ss-diagonal-trace-sampled": "form=diagonal,delta=trace,normaliser=sampled",
-    "ss-diagonal-trace-sampled-w16": "form=diagonal,delta=trace,normaliser=sampled,window=16",
-    "ss-core-trace-sampled-r256": "form=core,delta=trace,normaliser=sampled,num_samples=256",
     "ss-core-trace-free-dmax0.5": "form=core,delta=trace,normaliser=free,delta_max=0.5",
-    "ss-projection-trace-free-dmax0.5": "form=projection,delta=trace,normaliser=free,delta_max=0.5",
 }
 RANKS = (0, 4, 16, 32)
 

@@ -3,6 +3,9 @@
 ``python -m lra.bench step [--tasks listops] [--attentions softmax,nystrom,spectral_shift]
 [--set model.max_len=1000 ...] [--device cpu|cuda] [--load 1] [--parallel-check]``
 
+Without ``--attentions``: every attention config of ``conf/attention/`` (the registry,
+``lra/registry.py``), so a new attention is timed by adding its module and its yaml.
+
 An attention may carry overrides, ``nystrom:conv_kernel=0`` (a knob of its config) or
 ``nystrom:model.dropout=0`` (any config path): what a part of the model costs in a step, timed
 interleaved with the step that has it.
@@ -29,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import platform
 import statistics
 import subprocess
@@ -40,7 +42,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lra.registry import split_variants
+from lra.bench.timing import peak_bytes, timer, worker_env
+from lra.registry import attention_names, split_variants
 from lra.resources import pin_allocator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,27 +132,6 @@ class Stepper:
         self.opt.zero_grad(set_to_none=True)
 
 
-def timer(device: str):
-    if device == "cuda":
-
-        def timed(fn):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end) / 1000.0
-
-        return timed
-
-    def timed(fn):
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-
-    return timed
-
-
 def count_flops(stepper: Stepper) -> float | None:
     try:
         from torch.utils.flop_counter import FlopCounterMode
@@ -187,27 +169,18 @@ def time_task(task: str, attentions: list[str], args) -> dict[str, list[float]]:
 def measure_memory_here(task: str, attention: str, args) -> dict:
     stepper = Stepper(compose(task, attention, args.set), args.device)
     stepper.step()
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        stepper.step()
-        torch.cuda.synchronize()
-        return {"peak_bytes": torch.cuda.max_memory_allocated() - before, "memory": "cuda_max_allocated"}
-    from lra.bench.efficiency import _status_kib
-
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kib("VmRSS")
-    stepper.step()
-    return {"peak_bytes": max(_status_kib("VmHWM") - before, 0) * 1024, "memory": "peak RSS growth"}
+    peak, _reset = peak_bytes(stepper.step, args.device)
+    return {
+        "peak_bytes": peak,
+        "memory": "cuda_max_allocated" if args.device == "cuda" else "peak RSS growth",
+    }
 
 
 def measure_memory(task: str, attention: str, args) -> dict:
     if args.device == "cuda":
         return measure_memory_here(task, attention, args)
     cmd = [sys.executable, "-m", "lra.bench.step", "--memory-worker", f"{task}:{attention}", *forward(args)]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.worker_timeout)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(), timeout=args.worker_timeout)
     if done.returncode != 0:
         return {"peak_bytes": None, "memory_error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -344,9 +317,10 @@ def parse_args(argv):
     p.add_argument(
         "--attentions",
         type=split_variants,
-        default=["softmax", "nystrom", "spectral_shift"],
+        default=attention_names(),
         help="attention configs, each with optional ':key=value,...' overrides (a dotted key is any config "
-        "path), comma-separated: nystrom,nystrom:conv_kernel=0,nystrom:model.dropout=0",
+        "path), comma-separated: nystrom,nystrom:conv_kernel=0,nystrom:model.dropout=0; default: every "
+        "config of conf/attention/",
     )
     p.add_argument("--set", action="append", default=[], help="a config override, e.g. model.max_len=1000")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

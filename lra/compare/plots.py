@@ -372,37 +372,48 @@ def tradeoff_figures(runs: list[Run]) -> dict[str, str]:
                 hover = f"{_t(label)}<br>%{{y:.2f}}% at %{{x:.3g}}<br>{n} seed{'s' * (n != 1)}"
                 if field == "peak_memory_bytes":
                     hover += f" ({_t(kind)})"
-                fig.add_trace(
-                    go.Scatter(
-                        x=[x * scale],
-                        y=[100 * acc],
-                        mode="markers",
-                        name=_t(label),
-                        legendgroup=_t(label),
-                        showlegend=not shown,
-                        marker={"color": colour[label], "symbol": symbol[label], "size": 11},
-                        error_x=_error_bar(x_std, scale, colour[label]),
-                        error_y=_error_bar(acc_std, 100, colour[label]),
-                        hovertemplate=hover + "<extra></extra>",
-                    ),
-                    row=1,
-                    col=col,
+                marker = {"color": colour[label], "symbol": symbol[label], "size": 11}
+                point = _tradeoff_point(
+                    _t(label), (x, x_std, scale), (acc, acc_std), marker, hover, not shown
                 )
+                fig.add_trace(point, row=1, col=col)
                 shown = True
         if not fig.data:
             continue
-        for col, (_field, title, _scale) in enumerate(TRADEOFFS, start=1):
-            if col == 2 and len(kinds) > 1:
-                title += f" ({', '.join(sorted(kinds))}: not comparable)"
-            fig.update_xaxes(title_text=_t(title), row=1, col=col, type=_axis_type(spans[col]))
-        fig.update_yaxes(title_text="test accuracy (%)", row=1, col=1)
-        fig.update_layout(
-            title=f"{_t(task_title(task))}: accuracy against speed and memory (mean ± std over seeds)"
-        )
-        _legend_below(fig, height=470)
-        fig.update_layout(margin={"t": 80})  # room for the title above the panels' own
+        _tradeoff_layout(fig, task, kinds, spans)
         out[task] = _html(fig, width=WIDE_WIDTH)
     return out
+
+
+def _tradeoff_point(name: str, x: tuple, acc: tuple, marker: dict, hover: str, legend: bool) -> go.Scatter:
+    """One attention's point: ``x`` (mean, std, axis scale) against ``acc`` (mean, std) in percent."""
+    (x_mean, x_std, scale), (acc_mean, acc_std) = x, acc
+    return go.Scatter(
+        x=[x_mean * scale],
+        y=[100 * acc_mean],
+        mode="markers",
+        name=name,
+        legendgroup=name,
+        showlegend=legend,
+        marker=marker,
+        error_x=_error_bar(x_std, scale, marker["color"]),
+        error_y=_error_bar(acc_std, 100, marker["color"]),
+        hovertemplate=hover + "<extra></extra>",
+    )
+
+
+def _tradeoff_layout(fig, task: str, kinds: set[str], spans: dict[int, list[float]]) -> None:
+    """Axis titles and types (memory of several kinds is flagged as not comparable), title, legend."""
+    for col, (_field, title, _scale) in enumerate(TRADEOFFS, start=1):
+        if col == 2 and len(kinds) > 1:
+            title += f" ({', '.join(sorted(kinds))}: not comparable)"
+        fig.update_xaxes(title_text=_t(title), row=1, col=col, type=_axis_type(spans[col]))
+    fig.update_yaxes(title_text="test accuracy (%)", row=1, col=1)
+    fig.update_layout(
+        title=f"{_t(task_title(task))}: accuracy against speed and memory (mean ± std over seeds)"
+    )
+    _legend_below(fig, height=470)
+    fig.update_layout(margin={"t": 80})  # room for the title above the panels' own
 
 
 def _error_bar(std: float | None, scale: float, colour: str) -> dict:

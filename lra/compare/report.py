@@ -71,10 +71,6 @@ def build(paths: list[Path], out: Path, bench: list[Path] | None = None) -> Repo
         bench=bench_results,
     )
     (out / "index.html").write_text(html, encoding="utf-8")
-
-    bench_md = [
-        "- " + md_text(f"{b.title}: {b.path}" + (f" ({b.note})" if b.note else "")) for b in bench_results
-    ]
     report = Report(
         out / "index.html",
         out / "results.md",
@@ -84,18 +80,30 @@ def build(paths: list[Path], out: Path, bench: list[Path] | None = None) -> Repo
         counts["interrupted"],
         counts["crashed"],
     )
-    # The published rows of attentions not run here come last and folded (GitHub renders <details>).
+    header = md_text(f"{meta}. {report.summary()}. Training curves and plots: index.html.")
+    tables = [lra, speed, all_runs, evaluations, published]
+    (out / "results.md").write_text(results_markdown(header, tables, bench_results), encoding="utf-8")
+    return report
+
+
+def results_markdown(header: str, tables: list, bench_results: list) -> str:
+    """results.md: the header line, then the LRA, speed and runs tables, evaluations (or None) and
+    the published rows of attentions not run here (last and folded: GitHub renders <details>)."""
+    lra, speed, all_runs, evaluations, published = tables
+    bench_md = [
+        "- " + md_text(f"{b.title}: {b.path}" + (f" ({b.note})" if b.note else "")) for b in bench_results
+    ]
     other_published = (
         ["<details><summary>Other published results (attentions not run here)</summary>", "",
          table_markdown(published), "</details>", ""]
         if published.rows
         else []
     )  # fmt: skip
-    markdown = "\n".join(
+    return "\n".join(
         [
             f"# {TITLE}",
             "",
-            md_text(f"{meta}. {report.summary()}. Training curves and plots: index.html."),
+            header,
             "",
             table_markdown(lra),
             table_markdown(speed),
@@ -105,5 +113,3 @@ def build(paths: list[Path], out: Path, bench: list[Path] | None = None) -> Repo
             *other_published,
         ]
     )
-    (out / "results.md").write_text(markdown, encoding="utf-8")
-    return report

@@ -419,23 +419,31 @@ def runs_table(runs: list[Run]) -> Table:
         by_task[run.task].append(run)
     for task in task_order(set(by_task)):
         for run in sorted(by_task[task], key=lambda r: (r.label, r.seed if r.seed is not None else -1)):
-            table.add(
-                [
-                    task_title(task),
-                    run.label,
-                    "—" if run.seed is None else str(run.seed),
-                    STATE_LABELS[run.status],
-                    *(formatted(m, run.metric(m.field)) for m in metrics(RUNS)),
-                    data_cell(run.record.data if run.record is not None else None),
-                    _display_dir(run.run_dir, root),
-                    (run.error or "")[:300],
-                ],
-                "ours" if run.ok else run.status,
-            )
-    table.notes.append(
+            cells = [
+                task_title(task),
+                run.label,
+                "—" if run.seed is None else str(run.seed),
+                STATE_LABELS[run.status],
+                *(formatted(m, run.metric(m.field)) for m in metrics(RUNS)),
+                data_cell(run.record.data if run.record is not None else None),
+            ]
+            _add_run(table, run, cells, root)
+    note = (
         "Data: the source a run read (release, generate, local, hub), the generator's seed, and a hash "
         "of the tokenised splits (equal hashes = the same examples); — for runs recorded before."
     )
+    return _with_notes(table, note, root)
+
+
+def _add_run(table: Table, run: Run, cells: list[str], root: Path | None) -> None:
+    """A row of ``cells`` followed by the run's directory and error, styled by the run's status."""
+    row = [*cells, _display_dir(run.run_dir, root), (run.error or "")[:300]]
+    table.add(row, "ours" if run.ok else run.status)
+
+
+def _with_notes(table: Table, note: str, root: Path | None) -> Table:
+    """``table`` with ``note``, and what its run directories are relative to."""
+    table.notes.append(note)
     if root is not None:
         table.notes.append(f"Run directories relative to {root}.")
     return table
@@ -458,22 +466,16 @@ def evaluations_table(runs: list[Run]) -> Table:
     root = common_root(runs)
     for run in sorted(runs, key=lambda r: (task_order({r.task}), r.label, str(r.run_dir))):
         acc = run.metric("test_acc")
-        table.add(
-            [
-                task_title(run.task),
-                run.label,
-                STATE_LABELS[run.status],
-                "—" if acc is None else pct(acc),
-                run.checkpoint or "—",
-                _display_dir(run.run_dir, root),
-                (run.error or "")[:300],
-            ],
-            "ours" if run.ok else run.status,
-        )
-    table.notes.append(
+        cells = [
+            task_title(run.task),
+            run.label,
+            STATE_LABELS[run.status],
+            "—" if acc is None else pct(acc),
+            run.checkpoint or "—",
+        ]
+        _add_run(table, run, cells, root)
+    note = (
         "train=false runs: each tested the checkpoint named, and trained nothing; they are not part of "
         "the accuracy table's means."
     )
-    if root is not None:
-        table.notes.append(f"Run directories relative to {root}.")
-    return table
+    return _with_notes(table, note, root)

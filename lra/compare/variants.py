@@ -15,8 +15,18 @@ from collections import Counter, defaultdict
 from fnmatch import fnmatchcase
 from typing import Any
 
+import yaml
+
 from lra.compare.collect import Run
-from lra.resume import ADDED_LATER
+from lra.registry import CONF_ROOT
+from lra.resume import ADDED_LATER, HOW_NOT_WHAT, REMOVED_LATER
+
+
+def default_callbacks() -> tuple[str, ...]:
+    """The names of the callbacks every run gets (``conf/callbacks/default.yaml``), in its order."""
+    loaded = yaml.safe_load((CONF_ROOT / "callbacks" / "default.yaml").read_text()) or {}
+    return tuple(name for name, node in loaded.items() if isinstance(node, dict) and "_target_" in node)
+
 
 # Config keys that do not make a different experiment: repetition (seeds), where files live, logging
 # and progress display, resuming, and the speed callback's warm-up.
@@ -39,25 +49,21 @@ IGNORED = (
     "data.pad_to_multiple",
     "threads",
     "resume_check",
-    # How an attention layer computes, not what (lra/resume.py's HOW_NOT_WHAT; a test keeps the two
-    # lists in step): runs recorded before such a key existed join the rows of those after it.
-    "attention.conv_impl",
+    # How an attention layer computes, not what (declared once, lra/resume.py's HOW_NOT_WHAT: checkpoints
+    # resume across them too): runs recorded before such a key existed join the rows of those after it.
+    *(f"attention.{key}" for key in HOW_NOT_WHAT),
+    # Settings of removed variants, which older records still carry (lra/resume.py's REMOVED_LATER).
+    *REMOVED_LATER,
     # A wall-clock limit is not a setting; a run it stopped is marked "stopped early" instead.
     "trainer.max_time",
     "trainer.enable_*",
     "trainer.log_every_n_steps",
-    # The default callbacks (conf/callbacks/default.yaml) measure and checkpoint; runs recorded before
-    # the callbacks group existed have none. A callback a user adds does make another row.
+    # The default callbacks (read from conf/callbacks/default.yaml) measure and checkpoint; runs recorded
+    # before the callbacks group existed have none. A callback a user adds does make another row.
     *(
         f"callbacks.{name}.*"
         for name in (
-            "best_checkpoint",
-            "last_checkpoint",
-            "throughput",
-            "peak_memory",
-            "attention_diagnostics",
-            "random_state",
-            "progress_bar",
+            *default_callbacks(),
             "release_free_memory",  # briefly a default callback (2026-11-28)
         )
     ),

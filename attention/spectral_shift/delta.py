@@ -1,7 +1,10 @@
-"""Estimators of the spectral shift ``delta`` (one scalar per batch item and head).
+"""Estimators of the spectral shift: what each row of ``S = softmax(Q K^T)`` puts on itself, without
+forming S (:func:`softmax_rows`, with the ``free`` or ``moments`` normaliser), and from it
 
-SS-Nyström's shift is the mean of the eigenvalues a rank-k factorisation leaves out:
-``delta = (tr S - sum_{i<=k} sigma_i) / (n - k)``. Both terms are estimated without forming S.
+- the ``diagonal`` form's shift per row, :func:`diagonal_shift`: what the approximant ``F pinv(A) B``
+  misses of the row's own weight;
+- the scalar (``core``) form's ``delta`` per batch item and head, :func:`trace_delta`: SS-Nyström's
+  mean of the eigenvalues a rank-k factorisation leaves out, ``(tr S - sum_{i<=k} sigma_i) / (n - k)``.
 """
 
 from __future__ import annotations
@@ -12,62 +15,11 @@ from functools import cached_property
 
 import torch
 
+from attention._common import zero_padded
 from attention._landmarks import NystromFactors, Segments, masked_value, segment_means
+from attention.spectral_shift.window import band_mask, band_products
 
-NORMALISERS = ("free", "moments", "sampled")
-
-
-def band_rows(window: int) -> int:
-    """Rows per block of :func:`block_band`: ``2 w``, but at least 32, below which the blocks' GEMMs
-    are too small to run at the machine's rate (8 x 16 products ran at a third of 32 x 40's)."""
-    return max(2 * window, 32)
-
-
-def band_products(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor:
-    """``x_i . y_j`` for the ``2 w + 1`` positions ``j = i + o``, ``|o| <= w``: (b, h, n, 2w + 1), column
-    ``w`` is ``j = i``; entries whose ``j`` falls outside the sequence are meaningless (see
-    :func:`band_mask`). ``x`` and ``y`` are (b, h, n, c).
-
-    Blocks of ``R`` rows of ``x`` (:func:`band_rows`) against the ``R + 2 w`` rows of ``y`` from ``w``
-    before the block to ``w`` after it: batched GEMMs of (R x c) by (c x (R + 2w)), O(n (R + 2w) c),
-    nothing n x n. Each row's band is then a diagonal strip of its block's products, read out in place
-    by a view whose rows step one column on.
-    """
-    if window == 0:
-        return torch.einsum("bhnc,bhnc->bhn", x, y)[..., None]
-    b, h, n, c = x.shape
-    rows = band_rows(window)
-    blocks = -(-n // rows)
-    size = blocks * rows
-    x_blocks = torch.nn.functional.pad(x, (0, 0, 0, size - n)).view(b, h, blocks, rows, c)
-    # Block t's keys are rows [t R - w, t R + R + w) of y: overlapping windows of one padded copy.
-    cols_y = torch.nn.functional.pad(y, (0, 0, window, size - n + window))
-    y_blocks = cols_y.unfold(2, rows + 2 * window, rows).transpose(-1, -2)  # (b, h, blocks, R + 2w, c)
-    return block_band(x_blocks, y_blocks, window).reshape(b, h, size, 2 * window + 1)[:, :, :n]
-
-
-def block_band(x_blocks: torch.Tensor, y_blocks: torch.Tensor, window: int) -> torch.Tensor:
-    """Blocks of ``R`` rows of x (..., R, c) against the ``R + 2 w`` rows of y (..., R + 2w, c) from ``w``
-    before the block to ``w`` after it: (..., R, 2w + 1), row r's products with y rows r .. r + 2w."""
-    rows, width = x_blocks.shape[-2], 2 * window + 1
-    cols = rows + 2 * window
-    products = (x_blocks @ y_blocks.transpose(-1, -2)).contiguous()  # (..., R, R + 2w)
-    # Row r of a block needs columns r .. r + 2w, i.e. entries r (R + 2w + 1) + o of the block: a
-    # strided view with a row stride of R + 2w + 1 reads the band in place (the last row ends at the
-    # block's end).
-    lead, lead_strides = products.shape[:-2], products.stride()[:-2]
-    return products.as_strided((*lead, rows, width), (*lead_strides, cols + 1, 1), products.storage_offset())
-
-
-def band_mask(mask: torch.Tensor, window: int) -> torch.Tensor:
-    """(b, n, 2w + 1): whether position ``j = i + o`` of row i's band exists and is a real token."""
-    n = mask.shape[-1]
-    width = 2 * window + 1
-    offsets = torch.arange(-window, window + 1, device=mask.device)
-    pos = torch.arange(n, device=mask.device)[:, None] + offsets[None, :]  # (n, 2w + 1)
-    inside = (pos >= 0) & (pos < n)
-    real = mask.gather(1, pos.clamp(0, n - 1).flatten()[None].expand(mask.shape[0], -1)).view(-1, n, width)
-    return real & inside
+NORMALISERS = ("free", "moments")
 
 
 def window_logits(f: NystromFactors, window: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,8 +86,7 @@ def moment_sums(f: NystromFactors) -> LandmarkSums:
         # this GEMM into every landmark key, so where gradients flow those rows are zeroed first: the
         # shift adds no non-finite gradient of its own (F itself reads padded queries, see
         # nystrom_factors). With the default detach_delta nothing flows, and the two passes are saved.
-        real = f.mask[:, None, :, None]
-        q, logits = torch.where(real, q, q.new_zeros(())), torch.where(real, logits, logits.new_zeros(()))
+        q, logits = zero_padded(q, f.mask), zero_padded(logits, f.mask)
     b, h, n, m = logits.shape
     raised = torch.baddbmm(
         logits.reshape(b * h, n, m),
@@ -203,54 +154,6 @@ def landmark_log_normaliser(
     return torch.logaddexp(near_term, far_term)
 
 
-def sampled_log_normaliser(
-    f: NystromFactors, s_diag: torch.Tensor, num_samples: int, window: int = 0, near: tuple | None = None
-) -> torch.Tensor:
-    """``log Z_i ~ logaddexp(s_ii, log((L - 1) / r_i) + logsumexp_{t in R, t != i} q_i . k_t)``.
-
-    ``R``: ``r`` of the sequence's ``L`` real keys by systematic sampling, the real tokens of ranks
-    ``floor((j + u) L / r)``, j < r, with one random offset ``u`` per forward; every key is drawn with
-    probability r / L, and the sample depends only on the sequence and ``u``, never on the batch's
-    padding. Shared by all queries and heads of a sequence (one (n x r) product, O(n r d)); ``r_i``
-    excludes ``i`` itself. With ``r >= L`` every real key is used and the estimate is exact.
-
-    With ``window > 0`` the keys within ``w`` positions of ``i`` enter exactly (``near``) and the
-    sample stands only for the others (samples inside the window are dropped from row ``i``).
-    """
-    mask = f.mask
-    bsz, n = mask.shape
-    r = min(num_samples, n)
-    length = mask.sum(dim=-1, keepdim=True)  # (b, 1)
-    j = torch.arange(r, device=mask.device)[None, :]
-    u = torch.rand((), device=mask.device, dtype=torch.float64)
-    spaced = torch.floor((j + u) * length.to(torch.float64) / r).to(torch.long)
-    rank = torch.where(length > r, spaced, j)  # short sequences: every real key
-    sample_real = j < length.clamp_max(r)  # (b, r)
-    real_first = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices  # rank -> position
-    idx = real_first.gather(1, rank.clamp_max(n - 1))  # (b, r)
-    h, d = f.k.shape[1], f.k.shape[-1]
-    keys = f.k.gather(2, idx[:, None, :, None].expand(bsz, h, r, d))
-    logits = f.q_scaled @ keys.transpose(-1, -2)  # (b, h, n, r)
-    neg = masked_value(logits.dtype)
-    # Each row drops the samples it sees exactly (its own key, or its whole window) and padded ones.
-    offset = idx[:, None, :] - torch.arange(n, device=mask.device)[None, :, None]  # (b, n, r)
-    seen = (offset.abs() <= window) & sample_real[:, None, :]
-    logits = logits.masked_fill(seen[:, None] | ~sample_real[:, None, None, :], neg)
-    used = (sample_real.sum(dim=-1, keepdim=True) - seen.sum(dim=-1)).clamp_min(1)  # r_i
-    if near is None:
-        exact_count = mask.to(torch.long)  # row i itself
-    else:
-        exact_count = near[1].sum(dim=-1)  # real keys in row i's window, itself included
-    others = (length - exact_count).clamp_min(0)  # (b, n): keys the sample stands for
-    off = logits.logsumexp(dim=-1) + (others.clamp_min(1) / used).to(logits.dtype).log()[:, None, :]
-    off = off.masked_fill((others == 0)[:, None, :], float("-inf"))
-    if near is None:
-        return torch.logaddexp(s_diag, off)
-    near_logits, real = near
-    exact = near_logits.masked_fill(~real[:, None], neg)
-    return torch.cat([exact, off[..., None]], dim=-1).logsumexp(dim=-1)
-
-
 @dataclass
 class SoftmaxRows:
     """What the estimators know of each row of ``S = softmax(Q K^T)`` without forming it: the row's own
@@ -281,32 +184,24 @@ class SoftmaxRows:
         return log_w.exp(), real
 
 
-def softmax_rows(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> SoftmaxRows:
+def softmax_rows(f: NystromFactors, normaliser: str, window: int = 0) -> SoftmaxRows:
     """The rows' own logits and estimated normalisers. ``window``: keys within this many positions
     enter the normaliser exactly."""
+    if normaliser not in NORMALISERS:
+        raise ValueError(f"attention.normaliser must be one of {'|'.join(NORMALISERS)}; got {normaliser!r}")
     near = window_logits(f, window) if window > 0 else None
     # The row's own logit is the middle column of its window (one pass fewer than a product of its own).
     s_diag = near[0][..., window] if near else torch.einsum("bhnd,bhnd->bhn", f.q_scaled, f.k)
-    if normaliser == "free":
-        log_z = landmark_log_normaliser(f, free_sums(f), s_diag, window, near)
-    elif normaliser == "moments":
-        log_z = landmark_log_normaliser(f, moment_sums(f), s_diag, window, near)
-    elif normaliser == "sampled":
-        log_z = sampled_log_normaliser(f, s_diag, num_samples, window, near)
-    else:
-        raise ValueError(f"attention.normaliser must be one of {'|'.join(NORMALISERS)}; got {normaliser!r}")
+    sums = free_sums(f) if normaliser == "free" else moment_sums(f)
+    log_z = landmark_log_normaliser(f, sums, s_diag, window, near)
     return SoftmaxRows(f.mask, s_diag, log_z, near)
 
 
-def diagonal_weights(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> torch.Tensor:
+def diagonal_weights(f: NystromFactors, normaliser: str, window: int = 0) -> torch.Tensor:
     """Each real row's estimated softmax weight on itself, ``exp(s_ii - log Z_i)``, shape (b, h, n);
-    zero at padded rows. ``window``: keys within this many positions enter the normaliser exactly."""
-    return softmax_rows(f, normaliser, num_samples, window).diagonal
-
-
-def trace_estimate(f: NystromFactors, normaliser: str, num_samples: int, window: int = 0) -> torch.Tensor:
-    """``tr S ~ sum over real rows of exp(s_ii - log Z_i)``, shape (b, h)."""
-    return diagonal_weights(f, normaliser, num_samples, window).sum(dim=-1)
+    zero at padded rows (summed over rows: the estimated ``tr S``). ``window``: keys within this many
+    positions enter the normaliser exactly."""
+    return softmax_rows(f, normaliser, window).diagonal
 
 
 def approximant_diagonal(
@@ -330,14 +225,13 @@ def diagonal_shift(
     own: torch.Tensor,
     delta_max: float,
     normaliser: str,
-    num_samples: int,
     window: int = 0,
 ) -> torch.Tensor:
     """Per-row shift ``d_i = clip(s^_ii - a_i, 0, delta_max)``, (b, h, n), with ``own = a`` the
     approximant's diagonal ``(F pinv(A) B)_ii``: what the approximant misses of each row's own softmax
     weight (the exact-diagonal correction of FITC in Gaussian-process approximations). Zero at padded
     rows."""
-    missing = diagonal_weights(f, normaliser, num_samples, window) - own
+    missing = diagonal_weights(f, normaliser, window) - own
     return torch.where(f.mask[:, None, :], missing.clamp(0.0, delta_max), missing.new_zeros(()))
 
 
@@ -357,7 +251,7 @@ def top_singular_values(f: NystromFactors, pinv_a: torch.Tensor, rank: int) -> t
         return f.f.new_zeros(f.f.shape[:2])
     # S is the approximant on the real tokens: padded query rows of F and empty landmarks' rows of B
     # are not part of it (nystrom_factors leaves both unzeroed: no real output reads them).
-    real_f = torch.where(f.mask[:, None, :, None], f.f, f.f.new_zeros(())) if f.padded else f.f
+    real_f = zero_padded(f.f, f.mask if f.padded else None)
     gram_f = real_f.transpose(-1, -2) @ real_f
     gram_b = f.b @ f.b.transpose(-1, -2)
     if f.padded:
@@ -394,14 +288,6 @@ def _jittered_cholesky(gram: torch.Tensor) -> torch.Tensor:
     return torch.where((info > 0)[..., None, None], safe, factor)
 
 
-def tail_mean(
-    trace: torch.Tensor, top: torch.Tensor, count: torch.Tensor, rank: int, delta_max: float
-) -> torch.Tensor:
-    """``clip((trace - top) / (count - rank), 0, delta_max)``; ``count`` is per batch item (b,)."""
-    tail = (count.to(trace.dtype) - rank).clamp_min(1)[:, None]
-    return ((trace - top) / tail).clamp(0.0, delta_max)
-
-
 def trace_delta(
     f: NystromFactors,
     pinv_a: torch.Tensor,
@@ -409,30 +295,19 @@ def trace_delta(
     delta_max: float,
     rows: SoftmaxRows,
 ) -> torch.Tensor:
-    """The tail mean (``rows``: :func:`softmax_rows`), capped so that the shift never takes the
-    approximation's trace past the estimated trace of S: ``delta <= (tr S^ - tr(F pinv(A) B)) / n``.
-    A scalar shift adds delta to every row's own weight; where the approximant already gives rows
-    their own weight (local attention: neighbours that a segment mean blurs into the diagonal), the
-    uncapped tail mean overshoots every one of them (``projection`` was 1.96x Nyström's error on local
-    attention at n = 256 without the cap, 1.00x with it)."""
+    """The tail mean ``clip((tr S^ - sum_{i<=k} sigma_i) / (n - k), 0, delta_max)`` per batch item and
+    head (``rows``: :func:`softmax_rows`; ``n``: the sequence's real tokens), capped so that the shift
+    never takes the approximation's trace past the estimated trace of S: ``delta <= (tr S^ - tr(F
+    pinv(A) B)) / n``. A scalar shift adds delta to every row's own weight; where the approximant
+    already gives rows their own weight (local attention: neighbours that a segment mean blurs into
+    the diagonal), the uncapped tail mean overshoots every one of them (``core`` was 18.96x Nyström's
+    error at n = 256 without the cap, 4.33x with it, before the band check; docs/results.md)."""
     trace = rows.diagonal.sum(dim=-1)
     top = top_singular_values(f, pinv_a, rank)
     count = f.mask.sum(dim=-1)
-    delta = tail_mean(trace, top, count, rank, delta_max)
+    tail = (count.to(trace.dtype) - rank).clamp_min(1)[:, None]
+    delta = ((trace - top) / tail).clamp(0.0, delta_max)
     own = approximant_diagonal(f.f, pinv_a, f.b)
     own = torch.where(f.mask[:, None, :], own, own.new_zeros(())) if f.padded else own
     room = (trace - own.sum(dim=-1)) / count.clamp_min(1).to(trace.dtype)[:, None]
     return torch.minimum(delta, room.clamp_min(0.0))
-
-
-def landmark_delta(f: NystromFactors, rank: int, delta_max: float) -> torch.Tensor:
-    """The same tail mean on the m x m landmark matrix ``A`` (eigenvalues of its symmetric part).
-
-    Segment means blur exactly the diagonal mass the shift should capture, so this gives delta ~ 0:
-    an ablation, not a default. Empty landmarks are zero rows/columns of ``A`` and add nothing.
-    """
-    sym = 0.5 * (f.a + f.a.transpose(-1, -2))
-    eig = symmetric_eigenvalues(sym).flip(-1)  # descending
-    trace = f.a.diagonal(dim1=-2, dim2=-1).sum(dim=-1)
-    top = eig[..., :rank].sum(dim=-1)
-    return tail_mean(trace, top, f.valid.sum(dim=-1), rank, delta_max)
