@@ -9,6 +9,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from lra.registry import store_knob_defaults
+
+# Each attention's knob defaults live in its class; Hydra sees them as the attention_knobs group.
+store_knob_defaults()
+
 # With no options at all, a run that suits any machine: the quick pipeline check (a minute or two on a
 # CPU) rather than a full ListOps run (hours on a CPU). The main job names its task and attention.
 BARE_RUN = ["experiment=quick", "attention=spectral_shift"]

@@ -68,10 +68,12 @@ class BigBirdAttention(AttentionBase):
     the attention weights, training only)."""
 
     knobs = {
-        "block_size": integer(64),
+        "block_size": integer(64),  # as the Skyformer authors' LRA runs
+        # random key blocks per query block and head, redrawn every forward
         "num_random_blocks": integer(3, minimum=0),
+        # first ceil(g/2) and last floor(g/2) blocks of each sequence are global
         "num_global_blocks": integer(2, minimum=0),
-        "dropout": probability(0.1),
+        "dropout": probability(0.1),  # on the attention weights, as softmax
     }
 
     def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):

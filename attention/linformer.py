@@ -26,10 +26,12 @@ class LinformerAttention(AttentionBase):
     ``dropout`` (on the n x k attention weights, training only). Needs ``max_len`` (the rows of E)."""
 
     knobs = {
-        "proj_len": integer(256),
+        "proj_len": integer(256),  # k, the projected length (256 in the Nyströmformer authors' LRA runs)
+        # one projection for K and V (the LRA paper's setting); false: separate E and F
         "share_kv": flag(True),
+        # true: projections per head; false: shared across heads (the paper's default)
         "per_head": flag(False),
-        "dropout": probability(0.1),
+        "dropout": probability(0.1),  # on the attention weights, as softmax
     }
 
     def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):

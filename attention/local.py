@@ -33,7 +33,13 @@ class LocalAttention(AttentionBase):
     """Knobs: ``window`` (w: keys within w positions on each side), ``num_global`` (g: the first g real
     tokens are global), ``dropout`` (on the attention weights, training only)."""
 
-    knobs = {"window": integer(256), "num_global": integer(0, minimum=0), "dropout": probability(0.1)}
+    knobs = {
+        # keys within this many positions on each side (the LRA Longformer's 512-token window)
+        "window": integer(256),
+        # the first num_global real tokens attend to and are attended by every token
+        "num_global": integer(0, minimum=0),
+        "dropout": probability(0.1),  # on the attention weights, as softmax
+    }
 
     def forward(self, q, k, v, key_padding_mask: torch.Tensor | None = None):
         check_inputs(q, k, v, key_padding_mask)

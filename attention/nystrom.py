@@ -100,11 +100,16 @@ class NystromAttention(AttentionBase):
     """
 
     knobs = {
+        # m: landmarks = masked means of m contiguous segments (n need not divide by m)
         "num_landmarks": integer(64),
+        # newton (Newton-Schulz, regularising) | exact (torch.linalg.pinv)
         "pinv": choice("newton", PINV_METHODS),
-        "pinv_iterations": integer(6),
+        "pinv_iterations": integer(6),  # Newton-Schulz iterations (per-matrix initialisation)
+        # depthwise-conv skip on V along the sequence (as in the published LRA runs); 0 = off
         "conv_kernel": integer(35, minimum=0),
-        "conv_impl": Knob("gemm"),  # checked by ValueConvSkip, when there is a skip
+        # how the skip convolves: gemm (block-Toeplitz GEMMs, fast on CPU) | native (torch's grouped conv);
+        # checked by ValueConvSkip, when there is a skip
+        "conv_impl": Knob("gemm"),
     }
 
     def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):

@@ -88,8 +88,10 @@ class PerformerAttention(AttentionBase):
     feature redraws; 0 = never), ``generalized`` (ReLU features instead of the softmax kernel's)."""
 
     knobs = {
-        "num_features": integer(256),
+        "num_features": integer(256),  # m random features (256 in the Nyströmformer authors' LRA runs)
+        # training steps between feature redraws (0 = never); as performer-pytorch
         "redraw_interval": integer(1000, minimum=0),
+        # true: generalized attention with ReLU features (the Nyströmformer LRA runs' kernel)
         "generalized": flag(False),
     }
 

@@ -76,7 +76,11 @@ class ReformerAttention(AttentionBase):
     """Knobs: ``num_hashes`` (rounds), ``bucket_size`` (c: chunk length; about L / c buckets),
     ``dropout`` (on the attention weights, training only)."""
 
-    knobs = {"num_hashes": integer(2), "bucket_size": integer(64), "dropout": probability(0.1)}
+    knobs = {
+        "num_hashes": integer(2),  # hashing rounds (2 in the Nyströmformer and Skyformer authors' LRA runs)
+        "bucket_size": integer(64),  # chunk length c; a sequence of L tokens gets 2 ceil(L / 2c) buckets
+        "dropout": probability(0.1),  # on the attention weights, as softmax
+    }
 
     def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):
         super().__init__(num_heads, head_dim, max_len, **settings)

@@ -64,11 +64,14 @@ class SkyformerAttention(AttentionBase):
     (newton|exact), ``pinv_iterations``."""
 
     knobs = {
-        "num_landmarks": integer(128, minimum=2),
+        "num_landmarks": integer(128, minimum=2),  # m landmarks (128 in the authors' LRA runs)
+        # sampled (the paper: uniform over real queries and keys) | segments (segment means)
         "landmarks": choice("sampled", LANDMARKS),
+        # added to the landmark kernel matrix before inverting (as the authors' LRA code)
         "ridge": non_negative(0.1),
+        # newton (Newton-Schulz on the rescaled matrix) | exact (torch.linalg.pinv)
         "pinv": choice("newton", PINV_METHODS),
-        "pinv_iterations": integer(6),
+        "pinv_iterations": integer(6),  # Newton-Schulz iterations
     }
 
     def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):

@@ -15,7 +15,7 @@ class SoftmaxAttention(AttentionBase):
 
     exact = True
 
-    knobs = {"dropout": Knob(0.1)}  # SDPA's own dropout on the attention weights, training only
+    knobs = {"dropout": Knob(0.1)}  # SDPA's own dropout on the weights, in training, as the published runs
 
     def forward(self, q, k, v, key_padding_mask: torch.Tensor | None = None):
         check_inputs(q, k, v, key_padding_mask)

@@ -68,11 +68,11 @@ def write(rows: list[dict[str, str]], path: Path = LEDGER) -> None:
 # -- rows from runs --------------------------------------------------------------------------------
 def default_config(task: str, attention: str) -> dict:
     """The config ``python run.py task=TASK attention=ATTENTION`` composes today, resolved."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"task={task}", f"attention={attention}"])
+    from lra.registry import compose
+
+    cfg = compose([f"task={task}", f"attention={attention}"])
     return OmegaConf.to_container(cfg, resolve=False)
 
 

@@ -34,10 +34,9 @@ DEFAULT_OVERRIDES = ("task=listops", "experiment=quick")
 
 
 def composed_config(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from lra.registry import compose
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    return compose(overrides)
 
 
 def make_config(args: argparse.Namespace):

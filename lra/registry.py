@@ -3,19 +3,26 @@
 Tests, ``lra.bench efficiency`` and ``lra.bench fidelity`` build their variants from it, so a new
 attention is its module and its yaml: the contract test, both benchmarks and the sweep pick it up.
 
+Each knob's default lives in its class (``knobs = {...}``, :mod:`attention.base`); the yaml names the
+class and sets only what differs from it. :func:`store_knob_defaults` hands the classes' defaults to
+Hydra as the ``attention_knobs`` group, which ``conf/config.yaml`` merges under the chosen attention, so
+``attention.<knob>=...`` overrides, ``--cfg job`` and every run's recorded config see them.
+
 A *variant* is a config name plus knob overrides, written ``name`` or ``name:key=value,key=value``
 (``nystrom:conv_kernel=0``); values are parsed as YAML scalars (``0``, ``0.5``, ``true``, ``core``).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.utils import instantiate
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -50,10 +57,57 @@ def attention_config(name: str) -> DictConfig:
     return _load(name).copy()
 
 
+SHAPE_ARGUMENTS = ("self", "num_heads", "head_dim", "max_len")
+
+
+def class_knob_defaults(cls: type) -> dict:
+    """The knobs of an attention class and their defaults: its ``knobs`` declaration, or for a class
+    written without one, its constructor's keyword arguments beyond the shape arguments."""
+    declared = getattr(cls, "knobs", None)
+    if isinstance(declared, dict):
+        return {key: knob.default for key, knob in declared.items()}
+    params = inspect.signature(cls).parameters.values()
+    return {
+        p.name: p.default
+        for p in params
+        if p.name not in SHAPE_ARGUMENTS and p.default is not inspect.Parameter.empty
+    }
+
+
+def knob_defaults(name: str) -> dict:
+    """The defaults of the class that ``conf/attention/<name>.yaml`` builds."""
+    target = _load(name).get("_target_")
+    return class_knob_defaults(get_class(target)) if isinstance(target, str) else {}
+
+
 def knobs(name: str) -> dict:
-    """The variant's knobs and their configured values (everything but _target_, _partial_, name)."""
+    """The variant's knobs and their configured values: the class's defaults, then what the yaml sets
+    (everything but _target_, _partial_, name)."""
     cfg = OmegaConf.to_container(_load(name), resolve=True)
-    return {k: v for k, v in cfg.items() if k not in ("_target_", "_partial_", "name")}
+    own = {k: v for k, v in cfg.items() if k not in ("_target_", "_partial_", "name")}
+    return {**knob_defaults(name), **own}
+
+
+KNOB_GROUP = "attention_knobs"
+
+
+def store_knob_defaults() -> None:
+    """Register every attention class's knob defaults with Hydra (group ``attention_knobs``, one entry
+    per ``conf/attention`` yaml). Call it before composing a config: ``run.py`` does at import, and
+    :func:`compose` does."""
+    store = ConfigStore.instance()
+    for name in attention_names():
+        store.store(group=KNOB_GROUP, name=name, node=knob_defaults(name), provider="lra")
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), **kwargs) -> DictConfig:
+    """The run config ``python run.py <overrides>`` would compose (``kwargs``: hydra.compose's)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    store_knob_defaults()
+    with initialize_config_dir(config_dir=str(CONF_ROOT), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides), **kwargs)
 
 
 def parse_variant(spec: str) -> tuple[str, dict]:

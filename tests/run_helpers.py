@@ -12,9 +12,9 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from lra.registry import compose
 from tests.conftest import OFFLINE_ENV, REPO, tiny_listops
 
 # run.py with one extra callback that sends the process SIGKILL when a training batch starts at
@@ -57,8 +57,7 @@ def resume_args(data_dir: Path) -> list[str]:
 
 
 def compose_run(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(list(overrides))
 
 
 def train_here(run_dir: Path, *overrides: str) -> dict:

@@ -62,17 +62,13 @@ def test_alone_equals_inside_a_longer_batch(make, length):
 def test_model_predictions_do_not_depend_on_the_eval_batch_size(tmp_path, attention):
     """End to end on a generated ListOps test split: every prediction and the accuracy are the same
     evaluated one sequence at a time and 64 at a time (the batch's padding differs between the two)."""
-    from hydra import compose, initialize_config_dir
-
+    from lra.registry import compose
     from lra.train import build_model
     from tests.attention_helpers import generated_listops
-    from tests.conftest import REPO
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            [f"attention={attention}", "attention.num_landmarks=16", "model.max_len=400", "model.dropout=0"],
-        )
+    cfg = compose(
+        [f"attention={attention}", "attention.num_landmarks=16", "model.max_len=400", "model.dropout=0"]
+    )
     dm = generated_listops(tmp_path, max_len=400, num_test=96)
     torch.manual_seed(0)
     model = build_model(cfg).eval()

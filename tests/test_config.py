@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from lra.registry import compose
 from lra.train import build_model
 from tests.conftest import REPO, run_cli
 
@@ -20,8 +20,7 @@ def options(group: str) -> list[str]:
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+    return compose(list(overrides))
 
 
 @pytest.mark.parametrize("task", options("task"))

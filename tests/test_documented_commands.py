@@ -38,10 +38,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from lra.registry import compose
 from tests.conftest import OFFLINE_ENV, REPO, tiny_listops
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -224,9 +224,8 @@ def check_composed(overrides: tuple[str, ...]) -> None:
     from lra.resources import machine_cores
     from lra.train import build_model
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        hydra_keys = any(o.lstrip("+~").startswith("hydra") for o in overrides)
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=hydra_keys)
+    hydra_keys = any(o.lstrip("+~").startswith("hydra") for o in overrides)
+    cfg = compose(list(overrides), return_hydra_config=hydra_keys)
     job = OmegaConf.create({k: cfg[k] for k in cfg if k != "hydra"})
     OmegaConf.to_container(job, resolve=True)  # every interpolation resolves
     # Thread counts are for the machine the docs have in mind (a GPU host's 16 cores): not this one's.

@@ -19,7 +19,7 @@ import pytest
 
 from lra.registry import task_names
 from tests import fixtures_lra
-from tests.conftest import REPO, TINY_LISTOPS_DATA, run_cli
+from tests.conftest import TINY_LISTOPS_DATA, run_cli
 from tests.fixtures_lra import write_aan, write_cifar, write_imdb, write_pathfinder
 
 TINY_RUN = [
@@ -100,10 +100,9 @@ def data_dir(tmp_path_factory):
 
 def data_path(task: str, data_dir: Path) -> Path:
     """The task's ``data.path`` as run.py composes it with ``data_dir``."""
-    from hydra import compose, initialize_config_dir
+    from lra.registry import compose
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", [f"task={task}", f"data_dir={data_dir}"])
+    cfg = compose([f"task={task}", f"data_dir={data_dir}"])
     return Path(cfg.data.path)
 
 

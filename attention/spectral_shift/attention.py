@@ -69,16 +69,25 @@ class SpectralShiftAttention(NystromAttention):
     """
 
     knobs = {
-        **NystromAttention.knobs,
+        **NystromAttention.knobs,  # landmarks, pseudo-inverse and the conv skip, as Nyström's
+        # diagonal: one shift per row, restoring each row's own weight | core: F pinv(A - dI) BV + dV (the paper's)
         "form": choice("diagonal", FORMS),
-        "delta": choice("trace", ESTIMATORS),
-        "rank": Knob(8),  # checked in __init__: its bound depends on num_landmarks, form and delta
-        "delta_max": Knob(1.0, finite(positive=True), float),
+        "delta": choice("trace", ESTIMATORS),  # trace (from each row's own weight) | fixed (fixed_delta)
+        # k: leading singular values of the approximant kept out of core's trace delta; checked in
+        # __init__: its bound depends on num_landmarks, form and delta
+        "rank": Knob(8),
+        "delta_max": Knob(
+            1.0, finite(positive=True), float
+        ),  # the estimated shift is clipped to [0, delta_max]
+        # no gradient through the estimated shift (singular-value gradients are ill-conditioned)
         "detach_delta": Knob(True, cast=bool),
+        # each row's softmax normaliser from the landmarks: moments (logits raised by their segment's
+        # variance) | free (segment means alone)
         "normaliser": choice("moments", NORMALISERS),
-        "window": integer(16, minimum=0),
+        "window": integer(16, minimum=0),  # keys this close to a row enter its normaliser exactly (0: none)
+        # core, trace: keep delta, delta/2, .., or 0, whichever fits the window's band of S best | none
         "delta_check": choice("band", CHECKS),
-        "fixed_delta": Knob(0.0, finite(positive=False), float),
+        "fixed_delta": Knob(0.0, finite(positive=False), float),  # delta=fixed's shift (0 is Nyström exactly)
     }
 
     def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None, **settings):

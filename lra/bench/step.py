@@ -77,12 +77,10 @@ def variant_overrides(spec: str) -> tuple[str, list[str]]:
 def compose(task: str, attention: str, sets: list[str]):
     """The run's config for ``task`` and an attention variant (:func:`variant_overrides`), with the
     ``sets`` overrides before the variant's own."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from lra.registry import compose as compose_run
 
     name, own = variant_overrides(attention)
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose("config", [f"task={task}", f"attention={name}", *sets, *own])
+    return compose_run([f"task={task}", f"attention={name}", *sets, *own])
 
 
 def make_batch(cfg, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
