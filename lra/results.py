@@ -83,7 +83,8 @@ class RunRecord:
                 self.metrics[key] = value
             else:
                 raise ValueError(
-                    f"{key!r} is neither a results.json field nor a metric: add its row to lra.metrics.METRICS"
+                    f"{key!r} is neither a results.json field nor a metric: declare its row in the "
+                    "metrics of the callback that measures it (lra.metrics)"
                 )
 
     def to_dict(self) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from lra.loggers import (
     log_summary,
     logger_callbacks,
 )
-from lra.metrics import logged_name, logged_values
+from lra.metrics import declare, logged_name, logged_values
 from lra.module import COMPUTE_KEY, ORIGIN_KEY, LRAModule
 from lra.provenance import git_commit, machine, package_versions
 from lra.resources import apply_compute, machine_cores, pin_allocator, plan_compute
@@ -143,6 +143,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
             continue
         where = {"dirpath": str(run_dir / "checkpoints")} if node.get("dirpath", "") is None else {}
         callback = instantiate_checked(node, f"callbacks.{name}", **where)
+        declare(getattr(callback, "metrics", ()))  # a callback added for this run only measures too
         if show_progress or not isinstance(callback, ProgressBar):
             callbacks.append(callback)
     return callbacks

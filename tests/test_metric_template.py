@@ -1,26 +1,29 @@
-"""A new metric is its callback and one row of the metrics table (``lra.metrics.METRICS``).
+"""A new metric is its callback, which declares its row of the metrics table, and the callback's entry
+in ``conf/callbacks/default.yaml``.
 
-``GradNorm`` stands for the callback (in ``lra/callbacks/``), ``ROW`` for the line added to the table.
-Nothing else changes: the run logs it, results.json holds it, the dashboard shows it, and records
-written before it existed still read. The callback joins a run through the callbacks config group.
+``GradNorm`` stands for the callback (in ``lra/callbacks/``). Nothing else changes: the run logs it,
+results.json holds it, the dashboard shows it, and records written before it existed still read.
 """
 
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytorch_lightning as pl
 import torch
 
 import lra.metrics
-from lra import results
+from lra import registry, results
 from lra.compare import build
-from lra.metrics import RUNS, Metric, logged_name
+from lra.metrics import RUNS, Metric, logged_name, table
 
 
-# -- the callback --------------------------------------------------------------------------------------
+# -- the callback, with its row of the table -------------------------------------------------------------
 class GradNorm(pl.Callback):
     """The gradient norm before each optimiser step, logged per step; the last one goes to results.json."""
+
+    metrics = (Metric("grad_norm", "train/grad_norm", "grad norm", "number", shown=(RUNS,)),)
 
     def __init__(self):
         self.last: float | None = None
@@ -34,22 +37,20 @@ class GradNorm(pl.Callback):
         return {"grad_norm": self.last}
 
 
-# -- its row of the table --------------------------------------------------------------------------------
-ROW = Metric("grad_norm", "train/grad_norm", "grad norm", "number", shown=(RUNS,))
-
-
-def test_a_new_metric_is_its_callback_and_one_row(tmp_path, monkeypatch):
+def test_a_new_metric_is_its_callback_and_its_config_entry(tmp_path, monkeypatch):
     from tests.conftest import tiny_listops
     from tests.run_helpers import train_here
 
-    monkeypatch.setattr(lra.metrics, "METRICS", (*lra.metrics.METRICS, ROW))
+    conf = tmp_path / "conf"
+    shutil.copytree(registry.CONF_ROOT, conf)
+    with open(conf / "callbacks" / "default.yaml", "a") as f:  # -- its entry in the callbacks group
+        f.write(f"grad_norm:\n  _target_: {__name__}.GradNorm\n")
+    monkeypatch.setattr(registry, "CONF_ROOT", conf)
+    monkeypatch.setattr(lra.metrics, "_declared", {})  # undone below: this process forgets the run
+    assert "grad_norm" in [m.field for m in table()]
+
     run_dir = tmp_path / "run"
-    train_here(
-        run_dir,
-        *tiny_listops(tmp_path / "data"),
-        "logger=csv",
-        f"+callbacks.grad_norm._target_={__name__}.GradNorm",  # no Python edited to add it to a run
-    )
+    train_here(run_dir, *tiny_listops(tmp_path / "data"), "logger=csv")
     record = results.read(run_dir)
     assert record.ok and record.metrics["grad_norm"] > 0
     with open(run_dir / "csv" / "version_0" / "metrics.csv") as f:
@@ -61,6 +62,19 @@ def test_a_new_metric_is_its_callback_and_one_row(tmp_path, monkeypatch):
     header = next(line for line in page.splitlines() if line.startswith("| Task | Model | Seed"))
     assert "| grad norm |" in header
 
-    # Without the row, the record still reads (the field is ignored); older records lack it.
+    # Without the callback, the record still reads (the field is ignored); older records lack it.
     monkeypatch.undo()
+    assert "grad_norm" not in [m.field for m in table()]
     assert results.read(run_dir).ok and "grad_norm" not in results.read(run_dir).metrics
+
+
+def test_a_callback_added_to_one_run_records_its_metric(tmp_path, monkeypatch):
+    monkeypatch.setattr(lra.metrics, "_declared", {})
+    from tests.conftest import tiny_listops
+    from tests.run_helpers import train_here
+
+    run_dir = tmp_path / "run"
+    train_here(
+        run_dir, *tiny_listops(tmp_path / "data"), f"+callbacks.grad_norm._target_={__name__}.GradNorm"
+    )
+    assert results.read(run_dir).metrics["grad_norm"] > 0

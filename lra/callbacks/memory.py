@@ -8,7 +8,7 @@ import sys
 import torch
 from pytorch_lightning import Callback
 
-from lra.metrics import logged_name
+from lra.metrics import DOWN, RUNS, SPEED, Metric, logged_name
 
 
 def peak_memory(device: torch.device) -> tuple[int, str]:
@@ -31,6 +31,12 @@ class PeakMemory(Callback):
     The peak is reset when fitting starts, so it covers training, validation and test. Under DDP
     the summary is the largest peak of any rank.
     """
+
+    # kind: "cuda_max_allocated" | "rss"
+    metrics = (
+        Metric("peak_memory_bytes", "memory/peak_bytes", "peak memory (MiB)", "mib", DOWN, plotted=True,
+               shown=(SPEED, RUNS), qualifier="peak_memory_kind", qualifier_label="memory kind"),
+    )  # fmt: skip
 
     def __init__(self):
         self.peak_bytes: int | None = None

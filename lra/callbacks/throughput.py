@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from pytorch_lightning import Callback
 
-from lra.metrics import logged_name
+from lra.metrics import RUNS, SPEED, UP, Metric, logged_name
 
 
 def real_tokens(batch) -> torch.Tensor:
@@ -39,6 +39,14 @@ class Throughput(Callback):
 
     ``clock`` is injectable so tests can drive the callback with a fake clock.
     """
+
+    metrics = (
+        Metric("train_steps_per_s", "speed/train_steps_per_s", "train steps/s", "number", UP, shown=(SPEED, RUNS)),
+        Metric("train_tokens_per_s", "speed/train_tokens_per_s", "train tokens/s", "number", UP, plotted=True,
+               shown=(SPEED,)),
+        Metric("eval_tokens_per_s", "speed/eval_tokens_per_s", "eval tokens/s", "number", UP, plotted=True,
+               shown=(SPEED,)),
+    )  # fmt: skip
 
     def __init__(self, warmup_steps: int = 5, clock: Callable[[], float] = time.perf_counter):
         self.warmup_steps = int(warmup_steps)

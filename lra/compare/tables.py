@@ -7,7 +7,7 @@
 - Speed and memory per task and attention, absolute and as ratios to softmax in the same setting.
 - Every run, in its state (completed, interrupted, failed, crashed or still running), with the reason.
 
-The measured columns of the last two come from the metrics table (``lra.metrics.METRICS``): its rows'
+The measured columns of the last two come from the metrics table (``lra.metrics.table()``): its rows'
 labels, formats, directions (a ratio to softmax for those with one) and qualifiers.
 """
 
