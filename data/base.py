@@ -12,7 +12,7 @@ and the loaders. A task implements only what is its own:
 - :meth:`~LRADataModule.load`: the splits from a built cache;
 - :meth:`~LRADataModule.source_info`: where the data came from, for results.json.
 
-docs/tasks.md ("Adding a task") walks through one; ``tests/test_task_template.py`` defines a task in
+docs/tasks.md ("Adding a task") walks through one; ``tests/data/test_task_template.py`` defines a task in
 its own test file and trains on it.
 """
 

@@ -10,7 +10,7 @@ Two settings choose between this harness's pipeline (the defaults) and the LRA r
 - ``grey``: ``pil`` (default) is PIL's ``L`` conversion, ITU-R 601-2 luma rounded to the nearest level;
   ``tensorflow`` is ``tf.image.rgb_to_grayscale`` on uint8 images as LRA's input pipeline applies it
   (:func:`tf_grey`, in numpy: TensorFlow is not needed). The two give different levels for 26.3% of
-  all RGB colours, TensorFlow's always one lower (``tests/test_data_image.py``). Each has its own cache.
+  all RGB colours, TensorFlow's always one lower (``tests/data/test_image.py``). Each has its own cache.
 - ``mask_black_pixels``: ``false`` (default): every pixel is real, the mask is all True. ``true``: black
   (level 0) pixels are padding, as LRA's models build the mask from the tokens (``inputs > 0``).
 """
@@ -55,7 +55,7 @@ TF_TO_UINT8 = np.float32(255 + 0.5)
 def tf_grey(rgb: np.ndarray) -> np.ndarray:
     """``tf.image.rgb_to_grayscale`` of uint8 RGB pixels ``(..., 3)`` -> uint8 levels ``(...)``, in numpy
     float32 (the formula and its source are in the comment above). Checked against a per-pixel
-    reference written out in ``tests/test_data_image.py``; the weighted sum is taken in the order
+    reference written out in ``tests/data/test_image.py``; the weighted sum is taken in the order
     (R + G) + B, one rounding per operation."""
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.shape[-1:] != (3,):

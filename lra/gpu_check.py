@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             "-m",
             "cuda",
             "-q",
-            "tests/test_cuda.py",
+            "tests/attention/test_cuda.py",
             f"--junitxml={out}/tests.xml",
         ]
         steps.run("tests", test_cmd, 300, child_env)

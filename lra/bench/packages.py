@@ -1,5 +1,5 @@
 """Published PyTorch implementations fed our q, k, v: the reference rows of ``lra.bench efficiency``
-and the third-party checks in tests/test_attention_packages.py.
+and the third-party checks in tests/attention/test_packages.py.
 
 Each wrapper takes q, k, v of shape (batch, heads, n, head_dim) (and an optional key-padding mask where
 the package supports one) and returns the same shape; the package's input and output projections are
