@@ -7,6 +7,12 @@ import torch
 from attention._landmarks import masked_value
 
 
+def ceil_div(a, b):
+    """``ceil(a / b)`` for non-negative integers (or symbolic sizes): written as ``(a + b - 1) // b``,
+    since the compiler's shape arithmetic fails on the floor division of a negated size, ``-(-a // b)``."""
+    return (a + b - 1) // b
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp16/bf16 -> fp32 (exponentials, softmaxes and normalisers are unstable in half precision);
     fp32 and fp64 stay as they are."""

@@ -20,9 +20,10 @@ nothing of theirs computed here reaches an output.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
+
+from attention._cached import cached
 
 
 def masked_value(dtype: torch.dtype) -> float:
@@ -102,7 +103,7 @@ class NystromFactors:
     def counts(self) -> torch.Tensor:
         return self.seg.counts
 
-    @cached_property
+    @cached
     def q_scaled(self) -> torch.Tensor:
         """``scale * q``: ``q_scaled @ k^T`` are the attention logits (for the spectral estimates)."""
         return self.q * self.scale
@@ -205,10 +206,21 @@ def landmark_system(a: torch.Tensor, valid: torch.Tensor, delta: torch.Tensor | 
 
 
 def masked_softmax_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None,
+    zeroed: bool = False,
 ) -> torch.Tensor:
-    """Exact attention, used when ``m >= n`` (there is nothing to approximate) and as a reference."""
-    logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    """Exact attention, used when ``m >= n`` (there is nothing to approximate) and as a reference.
+    ``zeroed``: the caller has zeroed ``k`` and ``v`` at the padding, so the mask can enter as an
+    additive bias fused into the logits' GEMM and ``v`` needs no zeroing (two passes fewer each way);
+    otherwise padded logits are replaced, so that inf or NaN in padded keys cannot leak."""
+    scale = q.shape[-1] ** -0.5
+    if key_padding_mask is not None and zeroed:
+        bias = torch.where(key_padding_mask, q.new_zeros(()), masked_value(q.dtype))[:, None, None, :]
+        return _logits(q * scale, k.transpose(-1, -2), bias).softmax(dim=-1) @ v
+    logits = (q @ k.transpose(-1, -2)) * scale
     if key_padding_mask is not None:
         logits = logits.masked_fill(~key_padding_mask[:, None, None, :], masked_value(logits.dtype))
         v = torch.where(key_padding_mask[:, None, :, None], v, v.new_zeros(()))
@@ -238,6 +250,6 @@ def exact_for_short_rows(
     # Gather, then zero the padding of the (b, h, m, d) pieces: zeroing all n positions first cost
     # three full passes (and three more in backward) for the m positions used.
     q_m, k_m, v_m, _ = zero_padding(q.gather(2, idx), k.gather(2, idx), v.gather(2, idx), sub_mask)
-    exact = masked_softmax_attention(q_m, k_m, v_m, sub_mask)
+    exact = masked_softmax_attention(q_m, k_m, v_m, sub_mask, zeroed=True)
     kept = torch.where(short[:, None, None, None], exact, out.gather(2, idx))
     return out.scatter(2, idx, kept), short

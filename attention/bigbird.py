@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attention._common import compute_dtype, masked_value, real_mask, zero_padded
+from attention._common import ceil_div, compute_dtype, masked_value, real_mask, zero_padded
 from attention._random import counter_uniform, eval_seed, forward_seed
 from attention.base import AttentionBase, check_inputs, integer, probability
 
@@ -34,7 +34,7 @@ def real_blocks(mask: torch.Tensor, block_size: int) -> torch.Tensor:
 
 def global_blocks(nb: torch.Tensor, num_global: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(b, g) indices of the global blocks and whether each is a valid, first occurrence."""
-    first = -(-num_global // 2)
+    first = ceil_div(num_global, 2)
     last = num_global // 2
     device = nb.device
     head = torch.arange(first, device=device).expand(nb.shape[0], first)
@@ -115,7 +115,7 @@ class BigBirdAttention(AttentionBase):
         check_inputs(q, k, v, key_padding_mask)
         b, h, n, d = q.shape
         bs = self.block_size
-        num_blocks = -(-n // bs)
+        num_blocks = ceil_div(n, bs)
         pad = num_blocks * bs - n
         seed = forward_seed(self, q.device)
         dtype = compute_dtype(q.dtype)

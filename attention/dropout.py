@@ -13,7 +13,7 @@ a Nyström training step. Each element is dropped with probability ``p`` rounded
 multiple of 2^-15 (0.1 -> 0.100006) and kept ones are scaled by ``1 / (1 - p)`` of that rounded
 ``p``, so the expectation is kept exactly, as in ``F.dropout``; only the random stream differs
 (``p`` within 2^-16 of 1 goes to ``F.dropout``; ``p`` below 2^-16 drops nothing). On other devices
-``F.dropout`` is already fused and is used as is. (Softmax attention keeps SDPA's own dropout:
+``F.dropout`` is already fused and is used as is, as it is under ``torch.compile``. (Softmax attention keeps SDPA's own dropout:
 written out by hand with this mask it was slower, 2.8 s against 2.1 s for one layer at
 8 x 2 x 2000 x 2000.)
 """
@@ -31,7 +31,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if not training or p == 0.0:
         return x
     levels = round(p * _LEVELS)  # p as the mask draws it, in steps of 2^-15
-    if x.device.type != "cpu" or levels >= _LEVELS:
+    # Compiled, F.dropout is generated fused with its neighbours (and random_ cannot be traced).
+    if x.device.type != "cpu" or levels >= _LEVELS or torch.compiler.is_compiling():
         return F.dropout(x, p, training=True)
     if levels == 0:  # p < 2^-16: no element would ever be dropped
         return x

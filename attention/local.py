@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attention._common import compute_dtype, masked_value, real_mask, zero_padded
+from attention._common import ceil_div, compute_dtype, masked_value, real_mask, zero_padded
 from attention.base import AttentionBase, check_inputs, integer, probability
 
 
@@ -69,7 +69,7 @@ class LocalAttention(AttentionBase):
     def _blocked(self, q, k, v, mask, is_global, g):
         b, h, n, d = q.shape
         c = self.window
-        nb = -(-n // c)
+        nb = ceil_div(n, c)
         pad = nb * c - n
 
         def blocks_with_halo(x):  # (b, h, n, d) -> (b, h, nb, 3c, d): each block with its neighbours

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attention._common import compute_dtype, zero_padded
+from attention._common import ceil_div, compute_dtype, zero_padded
 from attention._landmarks import (
     NystromFactors,
     exact_for_short_rows,
@@ -72,7 +72,7 @@ class ValueConvSkip(nn.Module):
             return F.conv2d(v, weight, groups=v.shape[1], padding=(self.left, 0))
         b, h, n, d = v.shape
         size = self.block
-        blocks = -(-n // size)
+        blocks = ceil_div(n, size)
         t = self.toeplitz(v.dtype)
         padded = F.pad(v, (0, 0, size, blocks * size - n + size)).view(b, h, blocks + 2, size, d)
         # One GEMM per head and source offset: (B x B) @ (B x [blocks, batch, d]). With the block

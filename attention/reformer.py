@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attention._common import compute_dtype, masked_value, real_mask, zero_padded
+from attention._common import ceil_div, compute_dtype, masked_value, real_mask, zero_padded
 from attention._random import counter_normal, eval_seed, forward_seed
 from attention.base import AttentionBase, check_inputs, integer, probability
 
@@ -56,7 +56,7 @@ def hash_buckets(s: torch.Tensor, mask: torch.Tensor, seed: torch.Tensor, num_ha
     columns, so hashing costs O(n^2 d / c) flops (as the paper's scheme with L / c buckets does); tokens
     are hashed in slices so that its memory stays O(n)."""
     b, h, n, d = s.shape
-    columns = max(1, -(-n // (2 * bucket_size)))
+    columns = max(1, ceil_div(n, 2 * bucket_size))
     half = bucket_counts(mask, bucket_size)[:, None, None, None]  # (b, 1, 1, 1)
     rot = rotations(seed, num_hashes, d, columns, s.dtype)
     unused = torch.arange(columns, device=s.device) >= half[..., None]  # (b, 1, 1, 1, columns)
@@ -97,7 +97,7 @@ class ReformerAttention(AttentionBase):
             mask = real_mask(key_padding_mask, b, n, q.device)
             s = zero_padded((q.to(dtype) + k.to(dtype)) * 0.5, key_padding_mask)
             v32 = zero_padded(v.to(dtype), key_padding_mask)
-            num_chunks = -(-n // c)
+            num_chunks = ceil_div(n, c)
             pad = num_chunks * c - n
             with torch.no_grad():
                 bucket = hash_buckets(s, mask, seed, rounds, c)  # (b, h, R, n)
@@ -141,7 +141,7 @@ class ReformerAttention(AttentionBase):
         chunk = torch.div(rank, c, rounding_mode="floor")
         # code = bucket * stride + chunk: i attends j in a round iff code_i - code_j is 0 or 1.
         stride = num_chunks + 2
-        max_bucket = 2 * max(1, -(-n // (2 * c)))  # padded tokens' bucket, the largest
+        max_bucket = 2 * max(1, ceil_div(n, 2 * c))  # padded tokens' bucket, the largest
         code_dtype = torch.int32 if (max_bucket + 2) * stride < 2**30 else torch.int64
         code = (bucket * stride + chunk).to(code_dtype)
         code = F.pad(code.transpose(2, 3), (0, 0, 0, 1), value=-4 * stride)  # (b, h, n + 1, R); n: sentinel

@@ -31,12 +31,20 @@ from lra.module import RUN_IDENTITY_KEY
 MAX_LISTED = 4
 
 
-# Attention knobs that change how a layer computes, not what: a checkpoint resumes across them (and
+# Settings that change how the network computes, not what: the conv skip's implementation, and compiling
+# (the same state_dict, outputs equal within float tolerance). A checkpoint resumes across them (and
 # checkpoints written before such a key existed still resume), and the dashboard (lra/compare/variants.py
 # derives its entries from this tuple) does not split rows on them. Declared here only. Paths are not
 # compared either: the data's content fingerprint is, so a moved data folder resumes and other data
 # under the same path does not.
-HOW_NOT_WHAT = ("conv_impl",)
+HOW_NOT_WHAT = ("attention.conv_impl", "model.compile", "model.compile_mode")
+
+
+def _what(group: str, node: dict) -> dict:
+    """``node`` (the config group ``group``) without its how-not-what keys."""
+    return {k: v for k, v in node.items() if f"{group}.{k}" not in HOW_NOT_WHAT}
+
+
 # Settings added after runs were recorded, each with the value that does what those runs did: a
 # checkpoint or a run record without the key reads as having this value (resume checks, dashboard rows).
 ADDED_LATER = {"data.val_examples": None, "data.grey": "pil", "data.mask_black_pixels": False}
@@ -76,8 +84,8 @@ def run_identity(cfg: DictConfig, data_fingerprint: str | None = None) -> dict[s
     trainer = container.get("trainer") or {}
     identity = {
         "task": {"name": str(cfg.task.name)},
-        "attention": {k: v for k, v in attention.items() if k not in HOW_NOT_WHAT},
-        "model": container.get("model") or {},
+        "attention": _what("attention", attention),
+        "model": _what("model", container.get("model") or {}),
         "data": {k: v for k, v in data.items() if k not in DATA_HOW_NOT_WHAT},
         "optim": container.get("optim") or {},
         "seed": container.get("seed"),
@@ -129,8 +137,8 @@ def recorded_identity(ckpt: dict, path: Path) -> dict | None:
         attention = saved["attention"]
         return {
             "task": {"name": str(saved["task"]["name"])},
-            "attention": {k: v for k, v in attention.items() if k not in HOW_NOT_WHAT},
-            "model": saved["model"],
+            "attention": _what("attention", attention),
+            "model": _what("model", saved["model"]),
         }
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no config this version can read
         return None

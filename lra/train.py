@@ -119,8 +119,27 @@ def attention_partial(cfg_attention: DictConfig) -> partial:
     return instantiate(OmegaConf.create(knobs), _partial_=True)
 
 
+# model.* keys the pipeline reads rather than the network's constructor.
+COMPILE_KEYS = ("compile", "compile_mode")
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def build_model(cfg: DictConfig):
-    return instantiate_checked(cfg.model, "model", attention=attention_partial(cfg.attention))
+    """The network of ``cfg.model`` with its attention; with ``model.compile=true`` compiled in place
+    (``nn.Module.compile``: the state_dict keeps its keys, so checkpoints move between compiled and
+    eager runs), for training, validation and test alike."""
+    node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k not in COMPILE_KEYS])
+    model = instantiate_checked(node, "model", attention=attention_partial(cfg.attention))
+    enabled, mode = cfg.model.get("compile", False), cfg.model.get("compile_mode")
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"model.compile must be true or false; got {enabled!r}")
+    if mode not in COMPILE_MODES:
+        raise ConfigError(
+            f"model.compile_mode must be null or one of {'|'.join(COMPILE_MODES[1:])}; got {mode!r}"
+        )
+    if enabled:
+        model.compile(mode=mode)
+    return model
 
 
 def build_data(cfg: DictConfig, workers: int) -> pl.LightningDataModule:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import torch
 
+from attention._common import ceil_div
 from attention._landmarks import NystromFactors, landmark_system
 from attention.spectral_shift.delta import SoftmaxRows
 from attention.spectral_shift.window import band_rows, block_band
@@ -49,10 +50,10 @@ def sampled_rows(
     span = band_rows(window)
     # No more blocks than the padded length holds. This changes no choice: a sequence has at most that
     # many blocks, and while it has no more than ``blocks`` all of them are used.
-    blocks = min(blocks, -(-n // span))
+    blocks = min(blocks, ceil_div(n, span))
     positions = torch.arange(1, n + 1, device=mask.device)
     extent = torch.where(mask, positions, 0).amax(dim=-1)  # (b,) one past the last real token
-    count = -(-extent // span)  # blocks in the sequence
+    count = ceil_div(extent, span)  # blocks in the sequence
     j = torch.arange(blocks, device=mask.device)
     start = torch.where(count[:, None] > blocks, (j * count[:, None]) // blocks, j) * span  # (b, blocks)
     used = j[None, :] < count[:, None]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 
+from attention._cached import cached
 from attention._common import zero_padded
 from attention._landmarks import NystromFactors, Segments, masked_value, segment_means
 from attention.spectral_shift.window import band_mask, band_products
@@ -39,7 +39,7 @@ class LandmarkSums:
     seg: Segments
     rows_sum_to_one: bool = False  # the weights are a softmax over landmarks (free normaliser)
 
-    @cached_property
+    @cached
     def weighted(self) -> torch.Tensor:
         """``sum_j count_j weights_ij``, (b, h, n). Only needed without a window (a window's far sum
         weighs each landmark by its own count, :func:`far_counts`)."""

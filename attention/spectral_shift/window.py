@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from attention._common import ceil_div
+
 
 def band_rows(window: int) -> int:
     """Rows per block of :func:`block_band`: ``2 w``, but at least 32, below which the blocks' GEMMs
@@ -29,7 +31,7 @@ def band_products(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor
         return torch.einsum("bhnc,bhnc->bhn", x, y)[..., None]
     b, h, n, c = x.shape
     rows = band_rows(window)
-    blocks = -(-n // rows)
+    blocks = ceil_div(n, rows)
     size = blocks * rows
     x_blocks = torch.nn.functional.pad(x, (0, 0, 0, size - n)).view(b, h, blocks, rows, c)
     # Block t's keys are rows [t R - w, t R + R + w) of y: overlapping windows of one padded copy.
@@ -46,9 +48,10 @@ def block_band(x_blocks: torch.Tensor, y_blocks: torch.Tensor, window: int) -> t
     products = (x_blocks @ y_blocks.transpose(-1, -2)).contiguous()  # (..., R, R + 2w)
     # Row r of a block needs columns r .. r + 2w, i.e. entries r (R + 2w + 1) + o of the block: a
     # strided view with a row stride of R + 2w + 1 reads the band in place (the last row ends at the
-    # block's end).
+    # block's end). as_strided keeps the tensor's own storage offset when given none (asking for it
+    # would return a Python int, which breaks a compiled graph).
     lead, lead_strides = products.shape[:-2], products.stride()[:-2]
-    return products.as_strided((*lead, rows, width), (*lead_strides, cols + 1, 1), products.storage_offset())
+    return products.as_strided((*lead, rows, width), (*lead_strides, cols + 1, 1))
 
 
 def band_mask(mask: torch.Tensor, window: int) -> torch.Tensor:

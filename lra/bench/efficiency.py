@@ -1,6 +1,6 @@
 """Efficiency: forward+backward time and peak memory of one attention layer vs sequence length.
 
-``python -m lra.bench efficiency [--lengths 512,...,16384] [--devices cpu,cuda]``
+``python -m lra.bench efficiency [--lengths 512,...,16384] [--devices cpu,cuda] [--compiled]``
 
 - Time: all variants measured in one process, interleaved (every repetition runs each variant once,
   in a rotating order) and repeated; reported as medians, and ratios as medians of per-repetition
@@ -15,7 +15,12 @@
   materialises n x n, and the published PyTorch implementations that import
   (:mod:`lra.bench.packages`: nystrom-attention, performer-pytorch, linformer, local-attention,
   reformer-pytorch at the matching settings, fed the same q, k, v). ``--variants`` takes any
-  ``name[:key=value,...]`` or reference row.
+  ``name[:key=value,...]`` or reference row; a ``+compile`` suffix times that row compiled
+  (``torch.compile(fullgraph=True)``, one shape per length), and ``--compiled [names]`` adds it for
+  those configs (alone: every one), beside the eager row, with the ratio of the two from the same interleaved repetitions.
+- Per layer, whatever the device (:mod:`lra.bench.dispatch`, in the memory measurement): the kernels
+  an eager forward+backward launches (dispatched operators that are not views) and the bytes autograd
+  saves for backward.
 
 Writes ``efficiency.json`` and ``efficiency.png`` (time and memory vs length, log scale).
 """
@@ -35,6 +40,7 @@ import torch
 from torch import nn
 
 from attention.reference import dense_softmax_attention
+from lra.bench.dispatch import count_ops, saved_bytes
 from lra.bench.packages import PACKAGES, available, build_package
 from lra.bench.timing import peak_bytes, timer, worker_env
 from lra.registry import (
@@ -49,14 +55,26 @@ from lra.resources import pin_allocator
 
 REFERENCES = ("softmax-dense", *PACKAGES)  # rows that are not attention configs
 BASELINE = "nystrom"
+COMPILED = "+compile"  # a row's suffix: the same module under torch.compile
+MASKLESS = ("performer-pytorch-pkg", "linformer-pkg")  # reference rows that take no padding mask
 
 
-def default_variants(cuda: bool = False) -> list[str]:
+def default_variants(cuda: bool = False, compiled: list[str] | None = None) -> list[str]:
+    """Every config (each without the conv skip too where it has one; on a GPU each with the skip as a
+    native convolution), dense softmax, the packages that import, and ``compiled`` (config names, or
+    ``["all"]``) compiled."""
     names = attention_names()
     noconv = [f"{n}:conv_kernel=0" for n in names if has_knob(n, "conv_kernel")]
     # On a GPU also the skip as PyTorch's grouped convolution: the GEMM form suits the CPU, not a GPU.
     native = [f"{n}:conv_impl=native" for n in names if cuda and has_knob(n, "conv_impl")]
-    return [*names, "softmax-dense", *noconv, *native, *(row for row in PACKAGES if available(row))]
+    chosen = names if compiled == ["all"] else [n for n in names if n in (compiled or [])]
+    both = [f"{v}{COMPILED}" for v in (*names, *native) if parse_variant(v)[0] in chosen]
+    return [*names, "softmax-dense", *noconv, *native, *both, *(row for row in PACKAGES if available(row))]
+
+
+def eager_of(variant: str) -> str:
+    """The eager row of a compiled one (``nystrom+compile`` -> ``nystrom``); itself otherwise."""
+    return variant.removesuffix(COMPILED)
 
 
 class DenseSoftmax(nn.Module):
@@ -67,9 +85,16 @@ class DenseSoftmax(nn.Module):
         return dense_softmax_attention(q, k, v, key_padding_mask)
 
 
-def build(variant: str, heads: int, head_dim: int, landmarks: int, n: int | None = None) -> nn.Module:
+def build(
+    variant: str, heads: int, head_dim: int, landmarks: int, n: int | None = None, backend: str = "inductor"
+) -> nn.Module:
     """A registry variant (``name[:key=value,...]``) or one of the reference rows, for sequences of
-    length ``n`` (``max_len``: Linformer's projections have one row per position)."""
+    length ``n`` (``max_len``: Linformer's projections have one row per position); compiled whole by
+    ``backend`` for a ``+compile`` row (a graph break is an error)."""
+    if variant.endswith(COMPILED):
+        module = build(eager_of(variant), heads, head_dim, landmarks, n)
+        whole = eager_of(variant) not in REFERENCES
+        return torch.compile(module, fullgraph=whole, dynamic=False, backend=backend)
     if variant == "softmax-dense":
         return DenseSoftmax()
     if variant in PACKAGES:
@@ -87,12 +112,21 @@ def make_inputs(batch, heads, n, head_dim, device, seed=0):
     return q, k, v, grad
 
 
-def step(module, q, k, v, grad) -> None:
+def make_mask(batch: int, n: int, min_real: float, device) -> torch.Tensor | None:
+    """A padding mask whose real lengths spread evenly from ``min_real * n`` to ``n`` over the batch
+    (as a task's padded batches); None for ``min_real >= 1``."""
+    if min_real >= 1:
+        return None
+    lengths = torch.linspace(max(1, round(min_real * n)), n, batch).round().long()
+    return (torch.arange(n)[None, :] < lengths[:, None]).to(device)
+
+
+def step(module, q, k, v, grad, mask: torch.Tensor | None = None) -> None:
     """One forward+backward of the layer, with gradients for q, k, v and the layer's parameters."""
     for t in (q, k, v):
         t.grad = None
     module.zero_grad(set_to_none=True)
-    out = module(q, k, v, None)
+    out = module(q, k, v, mask)
     out.backward(grad)
 
 
@@ -102,20 +136,22 @@ def step(module, q, k, v, grad) -> None:
 def time_length(variants, n, args, device) -> dict[str, list[float]]:
     """Interleaved, repeated forward+backward times (seconds) of every variant at length ``n``."""
     q, k, v, grad = make_inputs(args.batch, args.heads, n, args.head_dim, device)
+    mask = make_mask(args.batch, n, args.min_real, device)
     modules = {
-        name: build(name, args.heads, args.head_dim, args.landmarks, n).to(device) for name in variants
+        name: build(name, args.heads, args.head_dim, args.landmarks, n, args.compile_backend).to(device)
+        for name in variants
     }
     timed = timer(device)
     for module in modules.values():  # warm-up: lazy initialisation, allocator caches
         for _ in range(args.warmup):
-            step(module, q, k, v, grad)
+            step(module, q, k, v, grad, mask)
     samples = {name: [] for name in modules}
     order = list(modules)
     for rep in range(args.reps):
         shift = rep % len(order)  # rotate the order so no variant always runs first or last
         for name in order[shift:] + order[:shift]:
             module = modules[name]
-            samples[name].append(timed(lambda module=module: step(module, q, k, v, grad)))
+            samples[name].append(timed(lambda module=module: step(module, q, k, v, grad, mask)))
     return samples
 
 
@@ -138,6 +174,8 @@ def _shape_flags(args) -> list[str]:
         f"--heads={args.heads}",
         f"--head-dim={args.head_dim}",
         f"--landmarks={args.landmarks}",
+        f"--min-real={args.min_real}",
+        f"--compile-backend={args.compile_backend}",
         f"--threads={args.threads}",
     ]
 
@@ -154,18 +192,22 @@ def paired_ratio(samples: dict[str, list[float]], name: str, base: str) -> float
 def measure_memory_here(variant, n, args, device) -> dict:
     """Peak memory of one forward+backward, measured in this (fresh) process."""
     q, k, v, grad = make_inputs(args.batch, args.heads, n, args.head_dim, device)
-    module = build(variant, args.heads, args.head_dim, args.landmarks, n).to(device)
-    step(module, q, k, v, grad)  # warm-up: one-off allocations are not the layer's working memory
+    mask = make_mask(args.batch, n, args.min_real, device)
+    module = build(variant, args.heads, args.head_dim, args.landmarks, n, args.compile_backend).to(device)
+    step(module, q, k, v, grad, mask)  # warm-up: one-off allocations are not the layer's working memory
     for t in (q, k, v):
         t.grad = None
-    peak, reset = peak_bytes(lambda: step(module, q, k, v, grad), device)
+    peak, reset = peak_bytes(lambda: step(module, q, k, v, grad, mask), device)
+    live = [q, k, v, *module.parameters(), *module.buffers()]
+    saved = saved_bytes(lambda: step(module, q, k, v, grad, mask), exclude=live)
+    ops = {} if variant.endswith(COMPILED) else count_ops(lambda: step(module, q, k, v, grad, mask))
     if device == "cuda":
         method = "cuda_max_memory_allocated"
     elif reset:
         method = "VmHWM after clear_refs minus VmRSS before"
     else:
         method = "ru_maxrss (not reset: an under-estimate if an earlier peak was higher)"
-    return {"peak_bytes": peak, "method": method}
+    return {"peak_bytes": peak, "method": method, "saved_bytes": saved, **ops}
 
 
 def measure_memory(variant, n, args, device) -> dict:
@@ -200,7 +242,11 @@ def format_table(results: dict, device: str) -> str:
         ("forward+backward time (ms, median)", "time_s", lambda x: f"{1e3 * x:.1f}"),
         (f"time relative to {BASELINE} (median of paired ratios)", "ratio_to_nystrom", lambda x: f"{x:.2f}"),
         ("time relative to SDPA softmax (median of paired ratios)", "ratio_to_softmax", lambda x: f"{x:.2f}"),
+        ("compiled time relative to eager (median of paired ratios)", "ratio_to_eager", lambda x: f"{x:.2f}"),
         ("peak memory of one forward+backward (MiB)", "peak_bytes", lambda x: f"{x / 2**20:.1f}"),
+        ("saved for backward (MiB)", "saved_bytes", lambda x: f"{x / 2**20:.1f}"),
+        ("kernels launched by one eager forward+backward (operators that are not views)", "ops", str),
+        ("operators dispatched, views included", "ops_all", str),
     ]
     out = []
     for title, key, fmt in tables:
@@ -210,7 +256,8 @@ def format_table(results: dict, device: str) -> str:
             "|" + " --- |" * (len(lengths) + 1),
         ]
         for name in names:
-            out.append(f"| {name} | " + " | ".join(cell(name, n, key, fmt) for n in lengths) + " |")
+            if any(by.get((name, n), {}).get(key) is not None for n in lengths):
+                out.append(f"| {name} | " + " | ".join(cell(name, n, key, fmt) for n in lengths) + " |")
     return "\n".join(out)
 
 
@@ -274,6 +321,13 @@ def parse_args(argv):
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--head-dim", type=int, default=32)
     p.add_argument("--landmarks", type=int, default=64)
+    p.add_argument(
+        "--min-real",
+        type=float,
+        default=1.0,
+        help="real lengths spread from this fraction of n to n over the batch, with a padding mask "
+        "(ListOps' batches: 0.5); 1: no mask. Reference packages without masks are left out below 1",
+    )
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per variant and length")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--softmax-max-len", type=int, default=8192, help="skip SDPA softmax above this on CPU")
@@ -283,7 +337,21 @@ def parse_args(argv):
     p.add_argument(
         "--devices", type=lambda s: s.split(","), default=None, help="default: cpu, and cuda if present"
     )
-    p.add_argument("--no-memory", action="store_true", help="time only")
+    p.add_argument("--no-memory", action="store_true", help="time only (no memory, ops or saved bytes)")
+    p.add_argument(
+        "--compiled",
+        nargs="?",
+        const="all",
+        type=lambda s: s.split(","),
+        default=None,
+        help="also these configs compiled (comma-separated; alone: every config), a '+compile' row each; "
+        "on a CPU each compile takes a minute or more per length: raise --worker-timeout",
+    )
+    p.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile's backend for the compiled rows (aot_eager: the capture alone, eager kernels)",
+    )
     # One thread by default: on a CPU shared with other jobs a second thread mostly waits for a busy
     # core, which adds noise that differs between variants with many small ops and few large ones.
     p.add_argument("--threads", type=int, default=1, help="CPU threads (intra-op)")
@@ -295,6 +363,7 @@ def parse_args(argv):
 
 
 def skipped(variant: str, n: int, device: str, args) -> bool:
+    variant = eager_of(variant)
     if variant == "softmax-dense":
         return n > args.dense_max_len
     return parse_variant(variant)[0] == "softmax" and device == "cpu" and n > args.softmax_max_len
@@ -314,9 +383,19 @@ def main(argv=None) -> int:
         return 0
     # The devices are settled before the default variants, which depend on whether CUDA is among them.
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    args.variants = args.variants or default_variants(cuda="cuda" in devices)
+    if args.variants is None:
+        args.variants = default_variants(cuda="cuda" in devices, compiled=args.compiled)
+    elif args.compiled:  # the given rows, and those of the compiled configs compiled as well
+        chosen = (
+            {parse_variant(v)[0] for v in args.variants} if args.compiled == ["all"] else set(args.compiled)
+        )
+        eager = [v for v in args.variants if not v.endswith(COMPILED)]
+        extra = [f"{v}{COMPILED}" for v in eager if parse_variant(v)[0] in chosen]
+        args.variants = [*args.variants, *(v for v in extra if v not in args.variants)]
+    if args.min_real < 1:  # padded batches: only rows that take a padding mask
+        args.variants = [v for v in args.variants if eager_of(v) not in MASKLESS]
     known = set(attention_names()) | set(REFERENCES)
-    unknown = sorted(v for v in args.variants if parse_variant(v)[0] not in known)
+    unknown = sorted(v for v in args.variants if parse_variant(eager_of(v))[0] not in known)
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; known: {', '.join(sorted(known))}")
     out = Path(args.out)
@@ -344,6 +423,8 @@ def main(argv=None) -> int:
                         "ratio_to_nystrom": paired_ratio(samples, name, BASELINE),
                         "ratio_to_softmax": paired_ratio(samples, name, "softmax"),
                     }
+                    if name.endswith(COMPILED):
+                        row["ratio_to_eager"] = paired_ratio(samples, name, eager_of(name))
                 if not args.no_memory:
                     row |= measure_memory(name, n, args, device)
                 results[device].append(row)

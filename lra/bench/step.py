@@ -1,14 +1,17 @@
 """Step: the time of one training step (forward, backward, AdamW) of each task x attention.
 
 ``python -m lra.bench step [--tasks listops] [--attentions softmax,nystrom,spectral_shift]
-[--set model.max_len=1000 ...] [--device cpu|cuda] [--load 1] [--parallel-check]``
+[--set model.max_len=1000 ...] [--device cpu|cuda] [--compiled] [--load 1] [--parallel-check]``
 
 Without ``--attentions``: every attention config of ``conf/attention/`` (the registry,
 ``lra/registry.py``), so a new attention is timed by adding its module and its yaml.
 
 An attention may carry overrides, ``nystrom:conv_kernel=0`` (a knob of its config) or
 ``nystrom:model.dropout=0`` (any config path): what a part of the model costs in a step, timed
-interleaved with the step that has it.
+interleaved with the step that has it. ``--compiled`` adds every attention with
+``model.compile=true`` (``nystrom:model.compile=true``), timed interleaved with its eager step and
+reported with the ratio of the two. Per step, whatever the device (:mod:`lra.bench.dispatch`): the
+kernels an eager forward + backward launches and the bytes autograd saves for backward.
 
 The model, optimiser and batch shape are the run's own (composed from ``conf/`` exactly as
 ``run.py`` composes them, ``--set`` adding overrides); the batch is synthetic but full: every
@@ -42,11 +45,26 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lra.bench.dispatch import count_ops, saved_bytes
 from lra.bench.timing import peak_bytes, timer, worker_env
 from lra.registry import attention_names, split_variants
 from lra.resources import pin_allocator
 
 REPO = Path(__file__).resolve().parents[2]
+COMPILED = "model.compile=true"
+
+
+def with_compiled(attentions: list[str]) -> list[str]:
+    """Each attention, then the same compiled (``name:model.compile=true``), eager ones first."""
+    extra = [f"{a}{',' if ':' in a else ':'}{COMPILED}" for a in attentions if COMPILED not in a]
+    return [*attentions, *extra]
+
+
+def eager_of(attention: str) -> str | None:
+    """The eager variant of a compiled one; None for an eager one."""
+    if COMPILED not in attention:
+        return None
+    return attention.replace(f",{COMPILED}", "").replace(f":{COMPILED}", "")
 
 
 def variant_overrides(spec: str) -> tuple[str, list[str]]:
@@ -168,9 +186,15 @@ def measure_memory_here(task: str, attention: str, args) -> dict:
     stepper = Stepper(compose(task, attention, args.set), args.device)
     stepper.step()
     peak, _reset = peak_bytes(stepper.step, args.device)
+    live = [*stepper.model.parameters(), *stepper.model.buffers(), *stepper.batch.values()]
+    saved = saved_bytes(stepper.forward_backward, exclude=live)
+    ops = {} if eager_of(attention) else count_ops(stepper.forward_backward)
+    stepper.opt.zero_grad(set_to_none=True)
     return {
         "peak_bytes": peak,
         "memory": "cuda_max_allocated" if args.device == "cuda" else "peak RSS growth",
+        "saved_bytes": saved,
+        **ops,
     }
 
 
@@ -271,9 +295,10 @@ def parallel_check(task: str, attention: str, args) -> dict:
 
 def format_table(rows: list[dict], baseline: str) -> str:
     lines = [
-        f"| task | attention | batch x n | step (s, median) | vs {baseline} | − {baseline} (ms) | GFLOP/step | "
-        "GFLOP/s | of GEMM rate | peak memory (MiB) |",
-        "|" + " --- |" * 10,
+        f"| task | attention | batch x n | step (s, median) | vs {baseline} | − {baseline} (ms) | compiled vs "
+        "eager | GFLOP/step | GFLOP/s | of GEMM rate | peak memory (MiB) | saved for backward (MiB) | "
+        "kernels (eager fwd+bwd) |",
+        "|" + " --- |" * 13,
     ]
     for r in rows:
         ratio = "–" if r.get("ratio") is None else f"{r['ratio']:.2f}"
@@ -282,9 +307,12 @@ def format_table(rows: list[dict], baseline: str) -> str:
         rate = "–" if r.get("gflops_per_s") is None else f"{r['gflops_per_s']:.1f}"
         share = "–" if r.get("gemm_share") is None else f"{100 * r['gemm_share']:.0f}%"
         mem = "–" if not r.get("peak_bytes") else f"{r['peak_bytes'] / 2**20:.0f}"
+        eager = "–" if r.get("ratio_to_eager") is None else f"{r['ratio_to_eager']:.2f}"
+        saved = "–" if r.get("saved_bytes") is None else f"{r['saved_bytes'] / 2**20:.0f}"
+        ops = "–" if r.get("ops") is None else str(r["ops"])
         lines.append(
             f"| {r['task']} | {r['attention']} | {r['batch']} x {r['n']} | {r['time_s']:.3f} | {ratio} | "
-            f"{diff} | {gflop} | {rate} | {share} | {mem} |"
+            f"{diff} | {eager} | {gflop} | {rate} | {share} | {mem} | {saved} | {ops} |"
         )
     return "\n".join(lines)
 
@@ -328,6 +356,11 @@ def parse_args(argv):
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--baseline", default="nystrom")
+    p.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also each attention with model.compile=true, beside its eager step",
+    )
     p.add_argument("--load", type=int, default=0, help="processes spinning on the CPU while timing")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-flops", action="store_true")
@@ -373,6 +406,10 @@ def measure_row(task: str, attention: str, samples: dict[str, list[float]], gemm
         row["ratio"] = statistics.median(a / b for a, b in pairs)
         # What a variant adds or saves per step (an ablation's cost), from the same interleaved pairs.
         row["difference_s"] = statistics.median(a - b for a, b in pairs)
+    eager = eager_of(attention)
+    if eager in samples:
+        pairs = zip(samples[attention], samples[eager], strict=True)
+        row["ratio_to_eager"] = statistics.median(a / b for a, b in pairs)
     if not args.no_flops:
         row["flops"] = count_flops(Stepper(cfg, args.device))
         if row["flops"]:
@@ -397,6 +434,8 @@ def parallel_table(parallel: list[dict]) -> str:
 
 
 def _main(args) -> int:
+    if args.compiled:
+        args.attentions = with_compiled(args.attentions)
     if args.memory_worker:
         task, attention = args.memory_worker.split(":", 1)
         print(json.dumps(measure_memory_here(task, attention, args)))

@@ -49,9 +49,9 @@ IGNORED = (
     "data.pad_to_multiple",
     "threads",
     "resume_check",
-    # How an attention layer computes, not what (declared once, lra/resume.py's HOW_NOT_WHAT: checkpoints
+    # How the network computes, not what (declared once, lra/resume.py's HOW_NOT_WHAT: checkpoints
     # resume across them too): runs recorded before such a key existed join the rows of those after it.
-    *(f"attention.{key}" for key in HOW_NOT_WHAT),
+    *HOW_NOT_WHAT,
     # Settings of removed variants, which older records still carry (lra/resume.py's REMOVED_LATER).
     *REMOVED_LATER,
     # A wall-clock limit is not a setting; a run it stopped is marked "stopped early" instead.

@@ -492,7 +492,8 @@ def compare_args(args: list[str], ws: Workspace) -> list[str]:
 # What each ``lra.bench`` command gets added here to stay small.
 SMALL_BENCH = {
     "fidelity": "--lengths 128 --landmarks 16 --temperatures 1 --dim 16".split(),
-    "efficiency": "--lengths 128 --batch 1 --landmarks 16 --reps 1 --warmup 0".split(),
+    # aot_eager: a compiled row's capture and graphs in seconds (Inductor's code generation takes minutes).
+    "efficiency": "--lengths 128 --batch 1 --landmarks 16 --reps 1 --warmup 0 --compile-backend aot_eager".split(),
     "step": "--reps 1 --warmup 1 --set model.max_len=96 --set data.batch_size=2".split(),
 }
 

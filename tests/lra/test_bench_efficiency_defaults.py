@@ -35,7 +35,7 @@ def test_default_variants_follow_the_detected_devices(tmp_path, monkeypatch, cud
     class Stop(Exception):
         pass
 
-    def record_and_stop(cuda=False):
+    def record_and_stop(cuda=False, compiled=None):
         seen.append(cuda)
         raise Stop
 
@@ -54,3 +54,14 @@ def test_default_variants_are_the_registry(cuda):
     assert native == (
         [f"{n}:conv_impl=native" for n in attention_names() if has_knob(n, "conv_impl")] if cuda else []
     )
+
+
+def test_compiled_rows_sit_beside_their_eager_rows():
+    variants = efficiency.default_variants(cuda=True, compiled=["nystrom", "softmax"])
+    compiled = [v for v in variants if v.endswith(efficiency.COMPILED)]
+    assert compiled == ["nystrom+compile", "softmax+compile", "nystrom:conv_impl=native+compile"]
+    assert all(efficiency.eager_of(v) in variants for v in compiled)
+    every = efficiency.default_variants(compiled=["all"])
+    assert [v for v in every if v.endswith(efficiency.COMPILED)] == [
+        f"{n}+compile" for n in attention_names()
+    ]

@@ -265,16 +265,18 @@ def test_curves_of_a_resumed_run_continue_the_runs_it_was_resumed_from(tmp_path,
     assert [run.run_dir for run in collect([root])] == [last]
 
 
-def test_how_an_attention_computes_does_not_split_rows():
-    """Keys that resume across checkpoints (they change how a layer computes, not what) do not make
-    a new dashboard row either, also against runs recorded before the key existed."""
+def test_how_the_network_computes_does_not_split_rows():
+    """Keys that resume across checkpoints (they change how the network computes, not what: the conv
+    skip's implementation, compiling) do not make a new dashboard row either, also against runs
+    recorded before the key existed."""
     from lra.compare.variants import relevant
     from lra.resume import HOW_NOT_WHAT
 
-    base = {"attention": {"name": "nystrom", "num_landmarks": 64}, "seed": 0}
-    for key in HOW_NOT_WHAT:
-        later = {**base, "attention": {**base["attention"], key: "native"}}
-        assert relevant(later) == relevant(base)
+    base = {"attention": {"name": "nystrom", "num_landmarks": 64}, "model": {"dim": 64}, "seed": 0}
+    for dotted in HOW_NOT_WHAT:
+        group, key = dotted.split(".")
+        later = {**base, group: {**base[group], key: "native"}}
+        assert relevant(later) == relevant(base), dotted
     assert relevant({**base, "attention": {"name": "nystrom", "num_landmarks": 32}}) != relevant(base)
 
 
