@@ -369,6 +369,24 @@ def skipped(variant: str, n: int, device: str, args) -> bool:
     return parse_variant(variant)[0] == "softmax" and device == "cpu" and n > args.softmax_max_len
 
 
+def resolve_variants(args, devices: list[str]) -> list[str]:
+    """The rows: ``--variants`` or the defaults, each of ``--compiled``'s configs compiled as well, and
+    only rows that take a padding mask when the batch is padded."""
+    if args.variants is None:
+        variants = default_variants(cuda="cuda" in devices, compiled=args.compiled)
+    else:
+        variants = list(args.variants)
+        if args.compiled:
+            every = args.compiled == ["all"]
+            chosen = {parse_variant(v)[0] for v in variants} if every else set(args.compiled)
+            eager = [v for v in variants if not v.endswith(COMPILED)]
+            extra = [f"{v}{COMPILED}" for v in eager if parse_variant(v)[0] in chosen]
+            variants += [v for v in extra if v not in variants]
+    if args.min_real < 1:
+        variants = [v for v in variants if eager_of(v) not in MASKLESS]
+    return variants
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -383,17 +401,7 @@ def main(argv=None) -> int:
         return 0
     # The devices are settled before the default variants, which depend on whether CUDA is among them.
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    if args.variants is None:
-        args.variants = default_variants(cuda="cuda" in devices, compiled=args.compiled)
-    elif args.compiled:  # the given rows, and those of the compiled configs compiled as well
-        chosen = (
-            {parse_variant(v)[0] for v in args.variants} if args.compiled == ["all"] else set(args.compiled)
-        )
-        eager = [v for v in args.variants if not v.endswith(COMPILED)]
-        extra = [f"{v}{COMPILED}" for v in eager if parse_variant(v)[0] in chosen]
-        args.variants = [*args.variants, *(v for v in extra if v not in args.variants)]
-    if args.min_real < 1:  # padded batches: only rows that take a padding mask
-        args.variants = [v for v in args.variants if eager_of(v) not in MASKLESS]
+    args.variants = resolve_variants(args, devices)
     known = set(attention_names()) | set(REFERENCES)
     unknown = sorted(v for v in args.variants if parse_variant(eager_of(v))[0] not in known)
     if unknown:

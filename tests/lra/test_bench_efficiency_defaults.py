@@ -65,3 +65,23 @@ def test_compiled_rows_sit_beside_their_eager_rows():
     assert [v for v in every if v.endswith(efficiency.COMPILED)] == [
         f"{n}+compile" for n in attention_names()
     ]
+
+
+def test_given_variants_get_their_compiled_rows_and_padding_drops_maskless_packages():
+    argv = [
+        "--variants",
+        "nystrom,nystrom:conv_kernel=0,softmax,performer-pytorch-pkg",
+        "--compiled",
+        "nystrom",
+    ]
+    args = efficiency.parse_args(argv)
+    assert efficiency.resolve_variants(args, ["cpu"]) == [
+        "nystrom",
+        "nystrom:conv_kernel=0",
+        "softmax",
+        "performer-pytorch-pkg",
+        "nystrom+compile",
+        "nystrom:conv_kernel=0+compile",
+    ]
+    padded = efficiency.parse_args([*argv, "--min-real", "0.5"])
+    assert "performer-pytorch-pkg" not in efficiency.resolve_variants(padded, ["cpu"])
