@@ -15,7 +15,9 @@ result lands under ``--out``:
    padded as ListOps' batches, the conv skip as a native convolution too, and softmax, Nyström and
    spectral shift compiled beside eager, with kernels and bytes saved for backward per layer;
 5. ``step/``: ``lra.bench step`` on CUDA (ListOps, the three attentions, eager and compiled), with
-   what time is left;
+   what time is left, and the hours one run of each would take; ``--step-tasks
+   listops,text,retrieval,image,pathfinder --skip runs,tests,efficiency`` spends the budget on the
+   whole LRA table's estimate instead;
 6. ``summary.json`` and ``summary.md``: what each step did, how long it took, the headline numbers.
 
 It needs only PyTorch and Lightning to be installed and no network: ``--wheels DIR`` installs the
@@ -216,6 +218,12 @@ def summarise(out: Path, env: dict, steps: Steps, runs: list[dict], started: flo
             f"{r.get('train_steps_per_s')} | {None if mem is None else round(mem / 2**20)} | "
             f"{r.get('wall_time_s')} |"
         )
+    step = out / "step" / "step.json"
+    if step.exists():  # the hours of one run per task and attention (lra/bench/estimate.py)
+        from lra.bench.estimate import format_estimate
+
+        estimate = format_estimate(json.loads(step.read_text())["rows"])
+        lines += ["", "One run at each task's own setting, estimated from the step benchmark (h):", "", estimate]
     lines.append(f"\nTotal {summary['wall_s']:.0f} s.")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -236,6 +244,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--attentions", default=",".join(ATTENTIONS), help="the ListOps runs' attentions")
     p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,efficiency,step,runs")
+    p.add_argument(
+        "--step-tasks",
+        default="listops",
+        help="the step benchmark's tasks; listops,text,retrieval,image,pathfinder estimates the whole LRA "
+        "table's hours (with --skip runs,tests,efficiency to give it the budget)",
+    )
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # CPU, toy sizes: for tests
     return p.parse_args(argv)
 
@@ -289,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     if "efficiency" not in skip:
         steps.run("efficiency", efficiency_command(out, device, args.smoke), 240, child_env)
     if "step" not in skip:
-        steps.run("step", step_command(out, device, args.smoke, args.attentions), 120, child_env)
+        # Last: whatever time is left (its report is rewritten after every task, so a cut keeps some).
+        step = step_command(out, device, args.smoke, args.attentions, args.step_tasks)
+        steps.run("step", step, steps.left(), child_env)
     summarise(out, env, steps, runs, started)
     return 0
 
@@ -305,7 +321,7 @@ def efficiency_command(out: Path, device: str, smoke: bool) -> list[str]:
     return [*efficiency, *extra, "--out", str(out / "efficiency")]
 
 
-def step_command(out: Path, device: str, smoke: bool, attentions: str) -> list[str]:
+def step_command(out: Path, device: str, smoke: bool, attentions: str, tasks: str = "listops") -> list[str]:
     # The ListOps runs' attentions (all ten would not fit the step's time); the runs' precision (bf16
     # autocast), not the CPU default's fp32.
     extra = ["--attentions", attentions] + (
@@ -313,7 +329,8 @@ def step_command(out: Path, device: str, smoke: bool, attentions: str) -> list[s
         if smoke
         else ["--set", "trainer=gpu", "--compiled"]
     )
-    return [sys.executable, "-m", "lra.bench", "step", "--device", device, *extra, "--out", str(out / "step")]
+    step = [sys.executable, "-m", "lra.bench", "step", "--device", device, "--tasks", tasks]
+    return [*step, *extra, "--out", str(out / "step")]
 
 
 if __name__ == "__main__":

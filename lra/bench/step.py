@@ -21,7 +21,10 @@ ratios. Also per step: the FLOPs PyTorch's ``FlopCounterMode`` counts for forwar
 achieved GFLOP/s, and, once per run, this machine's GEMM rate at the same thread count (in bf16 when
 the run's ``trainer.precision`` is bf16-mixed, whose autocast the step then uses on the CPU too, as
 Lightning does); peak memory of one step in a fresh process (CPU: peak RSS; CUDA:
-``max_memory_allocated``).
+``max_memory_allocated``). Each attention's validation batch (``data.eval_batch_size``, eval mode) is
+timed beside its step, and the two give the hours of one run at the task's own setting
+(:mod:`lra.bench.estimate`); with ``--tasks listops,text,retrieval,image,pathfinder`` the report adds
+the whole LRA table's hours.
 
 ``--load N`` keeps N other processes spinning on the CPU while timing (a shared machine);
 ``--parallel-check`` times two runs side by side (each with the threads a 2-job parallel sweep
@@ -46,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from lra.bench.dispatch import count_ops, saved_bytes
+from lra.bench.estimate import SPLITS, format_estimate, run_seconds
 from lra.bench.timing import peak_bytes, timer, worker_env
 from lra.registry import attention_names, split_variants
 from lra.resources import pin_allocator
@@ -101,10 +105,11 @@ def compose(task: str, attention: str, sets: list[str]):
     return compose_run([f"task={task}", f"attention={name}", *sets, *own])
 
 
-def make_batch(cfg, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A full batch of the task's shape: ``data.batch_size`` sequences of ``model.max_len`` real tokens."""
+def make_batch(cfg, device: str, seed: int = 0, batch_size: int | None = None) -> dict[str, torch.Tensor]:
+    """A full batch of the task's shape: ``batch_size`` (default ``data.batch_size``) sequences of
+    ``model.max_len`` real tokens."""
     g = torch.Generator().manual_seed(seed)
-    b, n = int(cfg.data.batch_size), int(cfg.model.max_len)
+    b, n = int(batch_size or cfg.data.batch_size), int(cfg.model.max_len)
     vocab, classes = int(cfg.model.vocab_size), int(cfg.model.num_classes)
     batch = {
         "input_ids": torch.randint(1, vocab, (b, n), generator=g),
@@ -132,6 +137,8 @@ class Stepper:
         self.model = build_model(cfg).to(device).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(cfg.optim.lr), eps=1e-6)
         self.batch = make_batch(cfg, device)
+        # A validation batch: data.eval_batch_size sequences, as the run's evaluation loaders give.
+        self.eval_batch = make_batch(cfg, device, seed=1, batch_size=cfg.data.get("eval_batch_size"))
         self.device = device
         # As Lightning's bf16-mixed precision does, on the GPU and on the CPU alike.
         self.autocast = autocast_dtype(cfg) is not None
@@ -146,6 +153,17 @@ class Stepper:
         self.forward_backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def evaluate(self) -> None:
+        """One validation batch: the forward in eval mode, as Lightning's validation loop runs it."""
+        inputs = {k: v for k, v in self.eval_batch.items() if k != "label"}
+        self.model.eval()
+        try:
+            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast):
+                self.model(**inputs).float().argmax(-1)
+        finally:
+            self.model.train()
 
 
 def count_flops(stepper: Stepper) -> float | None:
@@ -168,18 +186,24 @@ def gemm_rate(device: str, size: int = 2048, reps: int = 5, dtype: torch.dtype =
     return 2 * size**3 / best / 1e9
 
 
-def time_task(task: str, attentions: list[str], args) -> dict[str, list[float]]:
+def time_task(
+    task: str, attentions: list[str], args
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds per training step and per validation batch of each attention, interleaved."""
     steppers = {a: Stepper(compose(task, a, args.set), args.device) for a in attentions}
     for s in steppers.values():
         for _ in range(args.warmup):
             s.step()
+            s.evaluate()  # a compiled model compiles its eval graph here, not in the timing
     timed = timer(args.device)
     samples: dict[str, list[float]] = {a: [] for a in attentions}
+    evals: dict[str, list[float]] = {a: [] for a in attentions}
     for rep in range(args.reps):
         shift = rep % len(attentions)
         for a in attentions[shift:] + attentions[:shift]:
             samples[a].append(timed(steppers[a].step))
-    return samples
+            evals[a].append(timed(steppers[a].evaluate))
+    return samples, evals
 
 
 def measure_memory_here(task: str, attention: str, args) -> dict:
@@ -296,9 +320,9 @@ def parallel_check(task: str, attention: str, args) -> dict:
 def format_table(rows: list[dict], baseline: str) -> str:
     lines = [
         f"| task | attention | batch x n | step (s, median) | vs {baseline} | − {baseline} (ms) | compiled vs "
-        "eager | GFLOP/step | GFLOP/s | of GEMM rate | peak memory (MiB) | saved for backward (MiB) | "
-        "kernels (eager fwd+bwd) |",
-        "|" + " --- |" * 13,
+        "eager | one run (h, est.) | GFLOP/step | GFLOP/s | of GEMM rate | peak memory (MiB) | saved for "
+        "backward (MiB) | kernels (eager fwd+bwd) |",
+        "|" + " --- |" * 14,
     ]
     for r in rows:
         ratio = "–" if r.get("ratio") is None else f"{r['ratio']:.2f}"
@@ -310,9 +334,10 @@ def format_table(rows: list[dict], baseline: str) -> str:
         eager = "–" if r.get("ratio_to_eager") is None else f"{r['ratio_to_eager']:.2f}"
         saved = "–" if r.get("saved_bytes") is None else f"{r['saved_bytes'] / 2**20:.0f}"
         ops = "–" if r.get("ops") is None else str(r["ops"])
+        run = "–" if r.get("estimate") is None else f"{r['estimate']['run_s'] / 3600:.2f}"
         lines.append(
             f"| {r['task']} | {r['attention']} | {r['batch']} x {r['n']} | {r['time_s']:.3f} | {ratio} | "
-            f"{diff} | {eager} | {gflop} | {rate} | {share} | {mem} | {saved} | {ops} |"
+            f"{diff} | {eager} | {run} | {gflop} | {rate} | {share} | {mem} | {saved} | {ops} |"
         )
     return "\n".join(lines)
 
@@ -389,8 +414,9 @@ def main(argv=None) -> int:
         load.__exit__()
 
 
-def measure_row(task: str, attention: str, samples: dict[str, list[float]], gemm: float, args) -> dict:
-    """One task x attention: median step time, ratio to the baseline, FLOPs and memory as asked."""
+def measure_row(task: str, attention: str, samples: dict, evals: dict, gemm: float, args) -> dict:
+    """One task x attention: median step time, ratio to the baseline, the run it implies
+    (:mod:`lra.bench.estimate`), FLOPs and memory as asked."""
     cfg = compose(task, attention, args.set)
     row = {
         "task": task,
@@ -399,8 +425,11 @@ def measure_row(task: str, attention: str, samples: dict[str, list[float]], gemm
         "n": int(cfg.model.max_len),
         "time_s": statistics.median(samples[attention]),
         "time_samples_s": samples[attention],
+        "eval_batch_s": statistics.median(evals[attention]),
         "ratio": None,
     }
+    if task in SPLITS:
+        row["estimate"] = run_seconds(cfg, task, row["time_s"], row["eval_batch_s"])
     if args.baseline in samples:
         pairs = list(zip(samples[attention], samples[args.baseline], strict=True))
         row["ratio"] = statistics.median(a / b for a, b in pairs)
@@ -433,6 +462,26 @@ def parallel_table(parallel: list[dict]) -> str:
     return "\n\n" + "\n".join(lines)
 
 
+def write_report(out: Path, record: dict, args, quiet: bool = False) -> None:
+    """``step.json``, ``step.md`` (the step table, the run estimate) and ``step.png`` under ``out``."""
+    (out / "step.json").write_text(json.dumps(record, indent=1))
+    header = (
+        f"device {args.device}, {args.threads} thread(s), {args.load} spinning process(es), "
+        f"{record['gemm_dtype']} GEMM rate {record['gemm_gflops_per_s']:.1f} GFLOP/s\n\n"
+    )
+    report = header + format_table(record["rows"], args.baseline)
+    estimate = format_estimate(record["rows"])
+    if estimate:
+        report += "\n\nOne run at each task's own setting (lra/bench/estimate.py), hours:\n\n" + estimate
+    if record.get("parallel"):
+        report += parallel_table(record["parallel"])
+    (out / "step.md").write_text(report + "\n")
+    plot(record["rows"], out / "step.png")
+    if not quiet:
+        print(report)
+        print(f"wrote {out / 'step.json'}, {out / 'step.md'} and {out / 'step.png'}")
+
+
 def _main(args) -> int:
     if args.compiled:
         args.attentions = with_compiled(args.attentions)
@@ -447,12 +496,6 @@ def _main(args) -> int:
     dtype = autocast_dtype(compose(args.tasks[0], args.attentions[0], args.set)) or torch.float32
     precision = str(dtype).removeprefix("torch.")
     gemm = gemm_rate(args.device, dtype=dtype)
-    rows: list[dict] = []
-    for task in args.tasks:
-        samples = time_task(task, args.attentions, args)
-        for attention in args.attentions:
-            rows.append(measure_row(task, attention, samples, gemm, args))
-            print(f"  {task}/{attention}: {rows[-1]['time_s']:.3f} s/step", file=sys.stderr)
     record = {
         "benchmark": "step",
         "device": args.device,
@@ -465,23 +508,18 @@ def _main(args) -> int:
         "gemm_dtype": precision,
         "overrides": args.set,
         "torch": torch.__version__,
-        "rows": rows,
+        "rows": [],
     }
+    for task in args.tasks:
+        samples, evals = time_task(task, args.attentions, args)
+        for attention in args.attentions:
+            record["rows"].append(measure_row(task, attention, samples, evals, gemm, args))
+            print(f"  {task}/{attention}: {record['rows'][-1]['time_s']:.3f} s/step", file=sys.stderr)
+        # Written after every task: a run cut short by a time limit keeps the tasks it finished.
+        write_report(out, record | {"wall_s": time.time() - started}, args, quiet=True)
     if args.parallel_check:
         record["parallel"] = [parallel_check(t, a, args) for t in args.tasks for a in args.attentions]
-    record["wall_s"] = time.time() - started
-    (out / "step.json").write_text(json.dumps(record, indent=1))
-    header = (
-        f"device {args.device}, {args.threads} thread(s), {args.load} spinning process(es), "
-        f"{precision} GEMM rate {gemm:.1f} GFLOP/s\n\n"
-    )
-    report = header + format_table(rows, args.baseline)
-    if record.get("parallel"):
-        report += parallel_table(record["parallel"])
-    (out / "step.md").write_text(report + "\n")
-    plot(rows, out / "step.png")
-    print(report)
-    print(f"wrote {out / 'step.json'}, {out / 'step.md'} and {out / 'step.png'}")
+    write_report(out, record | {"wall_s": time.time() - started}, args)
     return 0
 
 

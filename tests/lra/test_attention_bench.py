@@ -60,7 +60,11 @@ def test_step_smoke(tmp_path):
     for r in rows.values():
         assert r["time_s"] > 0 and r["flops"] > 0 and r["peak_bytes"] > 0 and (r["batch"], r["n"]) == (2, 96)
     assert record["gemm_gflops_per_s"] > 0 and record["threads"] == 1
-    assert "| listops | nystrom | 2 x 96 |" in (tmp_path / "step.md").read_text()
+    for r in rows.values():  # the run estimate: 5,000 steps of this step time, and its evaluations
+        assert r["eval_batch_s"] > 0 and r["estimate"]["train_s"] == pytest.approx(5000 * r["time_s"])
+        assert r["estimate"]["run_s"] > r["estimate"]["train_s"]
+    report = (tmp_path / "step.md").read_text()
+    assert "| listops | nystrom | 2 x 96 |" in report and "| softmax | " in report.split("hours:")[1]
 
 
 def test_step_times_variants_with_their_own_overrides(tmp_path):
@@ -220,6 +224,7 @@ def test_gpu_check_orchestration_runs_on_cpu_at_toy_sizes(tmp_path):
     }
     assert all(r["status"] == "completed" for r in summary["listops"])
     assert (out / "compare" / "index.html").is_file() and (out / "summary.md").is_file()
+    assert "| listops (h) |" in (out / "summary.md").read_text()  # the step benchmark's run estimate
 
 
 def test_checkpoint_fidelity_uses_the_longest_validation_batch(tmp_path):

@@ -45,3 +45,13 @@ def test_max_time_is_lightnings_dd_hh_mm_ss_and_at_least_a_minute():
     assert _hms(380) == "00:00:06:20"
     assert _hms(3725) == "00:01:02:05"
     assert _hms(5) == "00:00:01:00"
+
+
+def test_the_step_benchmark_times_the_tasks_asked_for_compiled_beside_eager(tmp_path):
+    """``--step-tasks`` reaches the step benchmark: all five tasks give the LRA table's estimate."""
+    from lra.gpu_check import parse_args, step_command
+
+    tasks = "listops,text,retrieval,image,pathfinder"
+    assert parse_args([]).step_tasks == "listops" and parse_args(["--step-tasks", tasks]).step_tasks == tasks
+    cmd = step_command(tmp_path, "cuda", False, "softmax,nystrom", tasks)
+    assert cmd[cmd.index("--tasks") + 1] == tasks and "--compiled" in cmd and "trainer=gpu" in cmd
