@@ -7,7 +7,7 @@ result lands under ``--out``:
 2. ``runs/<attention>/``: the three ListOps runs at the published setting (5,000 steps, validation
    every 50), started together on the one GPU first because they are the long pole, each stopped
    cleanly by Lightning's ``max_time`` (then tested) if the budget runs short; ``compare/``
-   (``lra.compare`` over them);
+   (``lra.compare`` over them); ``--run-set model.compile=true`` runs them compiled;
 3. ``tests.xml`` / ``tests.log``: the CUDA-only tests (``pytest -m cuda``: bf16 autocast, CUDA-event
    timing, ``max_memory_allocated``, a run on the GPU), run while the three runs train (so their
    first minute shares the GPU);
@@ -223,7 +223,12 @@ def summarise(out: Path, env: dict, steps: Steps, runs: list[dict], started: flo
         from lra.bench.estimate import format_estimate
 
         estimate = format_estimate(json.loads(step.read_text())["rows"])
-        lines += ["", "One run at each task's own setting, estimated from the step benchmark (h):", "", estimate]
+        lines += [
+            "",
+            "One run at each task's own setting, estimated from the step benchmark (h):",
+            "",
+            estimate,
+        ]
     lines.append(f"\nTotal {summary['wall_s']:.0f} s.")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -243,6 +248,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds of the budget kept for the efficiency and step benchmarks after the runs",
     )
     p.add_argument("--attentions", default=",".join(ATTENTIONS), help="the ListOps runs' attentions")
+    p.add_argument(
+        "--run-set",
+        action="append",
+        default=[],
+        help="a config override for the ListOps runs, repeatable: --run-set model.compile=true",
+    )
     p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,efficiency,step,runs")
     p.add_argument(
         "--step-tasks",
@@ -277,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         logger = "default" if env["wandb"] else "csv"
         data_dir = Path(args.data_dir) if args.data_dir else out / "data"
         attentions = tuple(filter(None, args.attentions.split(",")))
-        base = listops_command(data_dir, logger, len(attentions), smoke=args.smoke)
+        base = [*listops_command(data_dir, logger, len(attentions), smoke=args.smoke), *args.run_set]
         prepare_listops(out, base, steps.left())
         runs_started = time.time()
         max_time = min(args.runs_timeout, steps.left() - args.reserve)

@@ -213,6 +213,7 @@ def test_gpu_check_orchestration_runs_on_cpu_at_toy_sizes(tmp_path):
 
     out = tmp_path / "check"
     cmd = [sys.executable, "-m", "lra.gpu_check", "--smoke", "--out", str(out), "--skip", "tests"]
+    cmd += ["--run-set", "trainer.max_steps=3"]  # the runs' own overrides (the smoke runs' are 4 steps)
     env = {**__import__("os").environ, **OFFLINE_ENV}
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=900)
     summary = json.loads((out / "summary.json").read_text())
@@ -222,7 +223,7 @@ def test_gpu_check_orchestration_runs_on_cpu_at_toy_sizes(tmp_path):
         "listops/nystrom",
         "listops/spectral_shift",
     }
-    assert all(r["status"] == "completed" for r in summary["listops"])
+    assert all(r["status"] == "completed" and r["global_step"] == 3 for r in summary["listops"])
     assert (out / "compare" / "index.html").is_file() and (out / "summary.md").is_file()
     assert "| listops (h) |" in (out / "summary.md").read_text()  # the step benchmark's run estimate
 
