@@ -32,6 +32,12 @@ def test_a_fixed_number_of_validation_examples_shortens_validation():
     assert parts["validations"] == 10 and parts["validate_s"] == pytest.approx(10 * 10)
 
 
+def test_a_fractional_interval_is_a_fraction_of_an_epoch():
+    # ListOps: 96,000 training examples in batches of 32 are 3,000 steps an epoch; half of one is 1,500.
+    cfg = compose(["task=listops", "attention=nystrom", "trainer.val_check_interval=0.5"])
+    assert run_seconds(cfg, "listops", 1.0, 1.0)["validations"] == 5000 // 1500
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_has_its_split_sizes(task):
     """A new task's split sizes go into SPLITS, or the estimate names where to add them."""
