@@ -173,12 +173,13 @@ def summary(rows: list[dict[str, str]]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for (task, attention, setting), group in groups.items():
-        seeds = ", ".join(sorted({r["seed"] for r in group}, key=int))
+        seeds = sorted({r["seed"] for r in group}, key=int)
+        seeds = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
         machines = ", ".join(sorted({r["machine"] for r in group}))
         test = _mean_std([float(r["test_acc"]) for r in group])
         shown = f"`{setting}`" if setting != "defaults" else setting
         lines.append(
-            f"| {TASK_TITLES.get(task, task)} | {attention} | {shown} | {test} | {len(group)}: seeds {seeds}; "
+            f"| {TASK_TITLES.get(task, task)} | {attention} | {shown} | {test} | {len(group)}: {seeds}; "
             f"{machines} | {_published(task, attention)} |"
         )
     return "\n".join(lines) + "\n"

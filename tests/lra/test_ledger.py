@@ -44,7 +44,7 @@ def test_the_summary_is_mean_and_sample_std_per_setting():
     line = next(r for r in table if "| nystrom | defaults |" in r)
     assert f"{mean:.2f} ± {std:.2f}" in line and "3: seeds 0, 1, 2; 2-core CPU, NVIDIA H200" in line
     assert "37.15 (Nyströmformer)" in line  # the published row beside
-    assert "| 37.00 | 1: seeds 0" in next(r for r in table if "`model.pooling=padded_mean`" in r)
+    assert "| 37.00 | 1: seed 0;" in next(r for r in table if "`model.pooling=padded_mean`" in r)
     assert "`attention.dropout=0.0`" in next(r for r in table if "| softmax |" in r)
     assert "old numbers" not in "\n".join(table)
     # A filter selects rows by a ledger column; one that is not a column is an error.
