@@ -27,7 +27,8 @@ def run_seconds(cfg, task: str, step_s: float, eval_batch_s: float) -> dict:
     """The parts of one run's time: training, validation and test, in seconds, and their sum."""
     if task not in SPLITS:
         raise ValueError(
-            f"no split sizes for task {task!r}: add its dev and test sizes to SPLITS in {__file__}"
+            f"no split sizes for task {task!r}: add its train, dev and test sizes to SPLITS in "
+            "lra/bench/estimate.py"
         )
     train, dev, test = SPLITS[task]
     dev = cfg.data.get("val_examples") or dev
