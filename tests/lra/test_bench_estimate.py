@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from lra.bench.estimate import LRA_TABLE, SPLITS, format_estimate, run_seconds, table_hours
-from lra.registry import compose
-
-TASKS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "task").glob("*.yaml"))
+from lra.registry import compose, task_names
 
 
 def test_listops_run_is_its_steps_validations_and_test():
@@ -38,7 +34,7 @@ def test_a_fractional_interval_is_a_fraction_of_an_epoch():
     assert run_seconds(cfg, "listops", 1.0, 1.0)["validations"] == 5000 // 1500
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", task_names())
 def test_every_task_has_its_split_sizes(task):
     """A new task's split sizes go into SPLITS, or the estimate names where to add them."""
     cfg = compose([f"task={task}", "attention=softmax"])
