@@ -41,7 +41,8 @@ EXECUTION = (
     "trainer.num_nodes",
     "trainer.precision",
 )
-BLOCK = re.compile(r"(<!-- ledger:(\w+)((?: [\w.]+=[^\s>]+)*) -->\n)(.*?)(<!-- /ledger:\2 -->)", re.S)
+# Filters are column=value; an empty value selects rows where the column is empty (settings=: defaults).
+BLOCK = re.compile(r"(<!-- ledger:(\w+)((?: [\w.]+=[^\s>]*)*) -->\n)(.*?)(<!-- /ledger:\2 -->)", re.S)
 
 
 class LedgerError(ValueError):

@@ -50,6 +50,11 @@ def test_the_summary_is_mean_and_sample_std_per_setting():
     # A filter selects rows by a ledger column; one that is not a column is an error.
     only = render_text(text.replace("task=listops", "pooling=padded_mean"), rows)
     assert "padded_mean" in only and "| nystrom | defaults |" not in only
+    # An empty value selects the rows where the column is empty: the default settings.
+    defaults = render_text(text.replace("task=listops", "settings= pooling=mean"), rows)
+    assert (
+        "| nystrom | defaults |" in defaults and "padded_mean" not in defaults and "softmax" not in defaults
+    )
     with pytest.raises(LedgerError, match="seeds"):
         render_text(text.replace("task=listops", "seeds=0"), rows)
 
